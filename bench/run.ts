@@ -1,0 +1,120 @@
+/**
+ * Benchmarks. `npm run bench -- replication [--quick] [--json]`
+ *
+ * replication: request -> transaction -> released reply latency through the
+ * host API per consistency mode, next to a raw NATS request/reply measured in
+ * the same run on the same server, and replicated transactions per second.
+ * Primary and standby are separate hosts (separate NATS connections) in this
+ * process; the standby-in-another-process case is covered by the tests.
+ */
+import { parseArgs } from 'node:util';
+import { connect } from '@nats-io/transport-node';
+import { startNatsServer } from '../infra/index.ts';
+import { createHost, defineActor } from '../runtime/index.ts';
+
+const { positionals, values } = parseArgs({
+  allowPositionals: true,
+  options: { quick: { type: 'boolean' }, json: { type: 'boolean' } },
+});
+
+type Stats = { p50: number; p99: number; max: number; n: number };
+
+function stats(samples: number[]): Stats {
+  const s = [...samples].sort((a, b) => a - b);
+  const at = (q: number) => s[Math.min(s.length - 1, Math.floor(q * s.length))]!;
+  const r = (x: number) => Math.round(x * 1000) / 1000;
+  return { p50: r(at(0.5)), p99: r(at(0.99)), max: r(s[s.length - 1]!), n: s.length };
+}
+
+async function time(n: number, fn: () => Promise<unknown>): Promise<number[]> {
+  const out: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const t = performance.now();
+    await fn();
+    out.push(performance.now() - t);
+  }
+  return out;
+}
+
+async function replication(): Promise<Record<string, unknown>> {
+  const quick = values.quick === true;
+  const n = quick ? 2_000 : 20_000;
+  const server = await startNatsServer();
+  const actors = (['async', 'standby'] as const).map((consistency) =>
+    defineActor({
+      name: `bench-${consistency}`,
+      consistency,
+      initialState: { n: 0, last: '' },
+      handlers: {
+        inc(s, tag: string) {
+          s.n += 1;
+          s.last = tag;
+          return s.n;
+        },
+      },
+    }),
+  );
+  const responder = await connect({ servers: server.url });
+  const requester = await connect({ servers: server.url });
+  const primary = await createHost({ nats: server.url, actors, hostId: 'bench-primary' });
+  const standby = await createHost({ nats: server.url, actors, hostId: 'bench-standby' });
+  try {
+    responder.subscribe('bench.echo', { callback: (_e, m) => void m.respond(m.data) });
+    await responder.flush();
+    const payload = new Uint8Array(100);
+    const warm = quick ? 200 : 1_000;
+    await time(warm, () => requester.request('bench.echo', payload));
+    const raw = stats(await time(n, () => requester.request('bench.echo', payload)));
+    const result: Record<string, unknown> = { raw_request_reply_ms: raw };
+    for (const mode of ['async', 'standby'] as const) {
+      const sid = `bench-${mode}`;
+      await primary.openSession(sid, sid, { standby: 'bench-standby' });
+      await time(warm, () => primary.request(sid, 'inc', 'warm'));
+      const lat = stats(await time(n, () => primary.request(sid, 'inc', 'x')));
+      result[`${mode}_ms`] = lat;
+      result[`${mode}_ratio_p50`] = Math.round((lat.p50 / raw.p50) * 100) / 100;
+      // Throughput: a window of outstanding requests, replies released by mode.
+      const window = 500;
+      const total = quick ? 20_000 : 100_000;
+      const t = performance.now();
+      for (let i = 0; i < total; i += window) {
+        await Promise.all(Array.from({ length: window }, () => primary.request(sid, 'inc', 'y')));
+      }
+      result[`${mode}_tx_per_s`] = Math.round(total / ((performance.now() - t) / 1000));
+      // In async mode the standby may trail the last released reply: wait for it to catch up.
+      const seq = primary.info(sid)!.seq;
+      for (let i = 0; standby.info(sid)!.seq < seq; i++) {
+        if (i > 1000)
+          throw new Error(`${sid}: standby stuck at ${standby.info(sid)!.seq} < ${seq}`);
+        await new Promise((r) => setTimeout(r, 5));
+      }
+      if (primary.hash(sid) !== standby.hash(sid)) throw new Error(`${sid}: standby differs`);
+    }
+    return result;
+  } finally {
+    await primary.close();
+    await standby.close();
+    await responder.close();
+    await requester.close();
+    await server.stop();
+  }
+}
+
+const benches: Record<string, () => Promise<Record<string, unknown>>> = { replication };
+const name = positionals[0] ?? 'replication';
+const bench = benches[name];
+if (!bench) {
+  console.error(`unknown benchmark ${name}: use ${Object.keys(benches).join(', ')}`);
+  process.exitCode = 2;
+} else {
+  bench()
+    .then((r) => {
+      if (!values.json) for (const [k, v] of Object.entries(r)) console.log(k, JSON.stringify(v));
+      if (values.json)
+        console.log(JSON.stringify({ bench: name, quick: values.quick === true, ...r }));
+    })
+    .catch((err: unknown) => {
+      console.error(err);
+      process.exitCode = 1;
+    });
+}

@@ -1,0 +1,69 @@
+/**
+ * The ftmesh command line.
+ *
+ *   ftmesh demo [--nats URL]            a primary and a standby change state and compare it
+ *   ftmesh host --nats URL [--id ID]    runs a host with the example actors until SIGTERM
+ */
+import { parseArgs } from 'node:util';
+import { exampleActors } from '../actors/index.ts';
+import { startNatsServer } from '../infra/index.ts';
+import { createHost } from '../runtime/index.ts';
+
+const { positionals, values } = parseArgs({
+  allowPositionals: true,
+  options: { nats: { type: 'string' }, id: { type: 'string' } },
+});
+
+async function demo(): Promise<void> {
+  const server = values.nats ? undefined : await startNatsServer();
+  const url = values.nats ?? server!.url;
+  console.log(server ? `started nats-server ${url} (pid ${server.pid})` : `using nats ${url}`);
+  const primary = await createHost({ nats: url, actors: exampleActors, hostId: 'primary' });
+  const standby = await createHost({ nats: url, actors: exampleActors, hostId: 'standby' });
+  try {
+    await primary.openSession('counter', 'demo-room', { standby: 'standby' });
+    for (const by of [1, 2, 3, 4, 5]) {
+      const value = await primary.request('demo-room', 'add', by);
+      console.log(`add ${by} -> ${String(value)} (released after the standby acknowledged it)`);
+    }
+    const p = primary.info('demo-room')!;
+    const s = standby.info('demo-room')!;
+    console.log(`primary: seq ${p.seq} hash ${primary.hash('demo-room').slice(0, 16)}`);
+    console.log(`standby: seq ${s.seq} hash ${standby.hash('demo-room').slice(0, 16)}`);
+    const equal = primary.hash('demo-room') === standby.hash('demo-room');
+    console.log(equal ? 'standby state equals the primary' : 'STANDBY DIFFERS FROM PRIMARY');
+    process.exitCode = equal ? 0 : 1;
+  } finally {
+    await primary.close();
+    await standby.close();
+    await server?.stop();
+  }
+}
+
+async function host(): Promise<void> {
+  if (!values.nats) throw new Error('host: pass --nats URL');
+  const h = await createHost({
+    nats: values.nats,
+    actors: exampleActors,
+    ...(values.id ? { hostId: values.id } : {}),
+  });
+  console.log(`ready ${h.id}`);
+  await new Promise<void>((resolve) => {
+    process.once('SIGTERM', resolve);
+    process.once('SIGINT', resolve);
+  });
+  await h.close();
+}
+
+const command = positionals[0] ?? 'demo';
+const commands: Record<string, () => Promise<void>> = { demo, host };
+const run = commands[command];
+if (!run) {
+  console.error(`unknown command ${command}: use demo or host`);
+  process.exitCode = 2;
+} else {
+  run().catch((err: unknown) => {
+    console.error(err instanceof Error ? err.message : err);
+    process.exitCode = 1;
+  });
+}

@@ -1,0 +1,75 @@
+import type { Draft } from 'immer';
+import { InvalidArgumentError } from './errors.ts';
+
+/** How long a reply waits before it is released to the client. */
+export type ConsistencyMode = 'async' | 'standby' | 'durable';
+
+/** What a handler may use besides the draft: recorded time and randomness. */
+export interface TransitionContext {
+  /** The session id. */
+  readonly sid: string;
+  /** The seq this transaction gets if it commits. */
+  readonly seq: number;
+  /** Time of the transaction, fixed for its whole run. */
+  now(): number;
+  /** Deterministic per (session, seq): a replay of the same input draws the same numbers. */
+  random(): number;
+}
+
+/** A synchronous transition on an immer draft; its return value is the reply. */
+export type Handler<S> = (draft: Draft<S>, payload: any, ctx: TransitionContext) => unknown;
+
+/** An actor type: its initial state, its handlers and its consistency mode. */
+export interface ActorDefinition<S extends object = object> {
+  readonly name: string;
+  readonly consistency: ConsistencyMode;
+  initialState(init: unknown): S;
+  readonly handlers: Readonly<Record<string, Handler<S>>>;
+}
+
+/** Options of {@link defineActor}. */
+export interface ActorOptions<S extends object> {
+  name: string;
+  /** Default `standby`: a reply is released once the standby applied its transaction. */
+  consistency?: ConsistencyMode;
+  initialState: S | ((init: unknown) => S);
+  handlers: Record<string, Handler<S>>;
+}
+
+const modes: readonly string[] = ['async', 'standby', 'durable'];
+
+/**
+ * Defines an actor type.
+ * @example
+ * const counter = defineActor({
+ *   name: 'counter',
+ *   initialState: { n: 0 },
+ *   handlers: { add: (s, by: number) => (s.n += by) },
+ * });
+ */
+export function defineActor<S extends object>(options: ActorOptions<S>): ActorDefinition<S> {
+  if (!/^[A-Za-z0-9_-]{1,64}$/.test(options.name)) {
+    throw new InvalidArgumentError(
+      `actor name ${JSON.stringify(options.name)}: use 1-64 of A-Z a-z 0-9 _ -`,
+    );
+  }
+  const consistency = options.consistency ?? 'standby';
+  if (!modes.includes(consistency)) {
+    throw new InvalidArgumentError(
+      `consistency ${JSON.stringify(consistency)}: use async, standby or durable`,
+    );
+  }
+  if (consistency === 'durable') {
+    // The JetStream log that durable mode waits on is not built yet: refuse rather than hang replies.
+    throw new InvalidArgumentError(
+      'consistency durable is not available yet: use standby (the default) or async',
+    );
+  }
+  const init = options.initialState;
+  return Object.freeze({
+    name: options.name,
+    consistency,
+    initialState: typeof init === 'function' ? init : () => structuredClone(init),
+    handlers: Object.freeze({ ...options.handlers }),
+  });
+}

@@ -1,0 +1,31 @@
+export { defineActor } from './actor.ts';
+export type {
+  ActorDefinition,
+  ActorOptions,
+  ConsistencyMode,
+  Handler,
+  TransitionContext,
+} from './actor.ts';
+export { createHost } from './host.ts';
+export type { Host, HostOptions, SessionInfo } from './host.ts';
+export { SessionClient } from './session-client.ts';
+export { connectNats, natsDefaults } from './nats-connect.ts';
+export { stateHash } from './state-hash.ts';
+export { subjects } from './subjects.ts';
+export { systemClock } from './clock.ts';
+export type { Clock } from './clock.ts';
+export {
+  FtmError,
+  InvalidArgumentError,
+  HandlerError,
+  UnknownMessageTypeError,
+  UnknownActorError,
+  SessionNotFoundError,
+  SessionExistsError,
+  StaleEpochError,
+  CorruptPatchError,
+  MalformedFrameError,
+  RequestTimeoutError,
+  NoResponderError,
+  ClosedError,
+} from './errors.ts';

@@ -1,0 +1,147 @@
+import type { Patch } from 'immer';
+import type { NatsConnection, Subscription } from '@nats-io/transport-node';
+import type { ActorDefinition } from './actor.ts';
+import type { ValueCodec } from './codec.ts';
+import type { FtmError } from './errors.ts';
+import { CorruptPatchError, StaleEpochError } from './errors.ts';
+import { subjects } from './subjects.ts';
+import { TransitionRunner } from './transition.ts';
+import {
+  AckSource,
+  CommitFlag,
+  FrameKind,
+  decodeFrame,
+  encodeAck,
+  type CommitFrame,
+} from './wire.ts';
+
+/**
+ * The hot standby of a session: applies commit frames strictly in seq order,
+ * holds back early arrivals, refuses stale epochs and corrupt patches (its
+ * state stays as it was), and acknowledges the applied seq on `ftm.s.<sid>.ack`.
+ * It also keeps the inputs that no commit has covered yet, for promotion.
+ */
+export class ReplicaSession {
+  readonly role = 'standby' as const;
+  state: object;
+  seq: number;
+  epoch: number;
+  private readonly runner: TransitionRunner;
+  private readonly early = new Map<number, CommitFrame>();
+  /** Inputs seen but not yet covered by a commit, in arrival order (bounded). */
+  readonly uncovered = new Map<string, Uint8Array>();
+  private subs: Subscription[] = [];
+  private ackScheduled = false;
+
+  constructor(
+    private readonly nc: NatsConnection,
+    private readonly codec: ValueCodec,
+    readonly actor: ActorDefinition,
+    readonly sid: string,
+    init: { state: object; seq: number; epoch: number },
+    private readonly onError: (err: FtmError) => void,
+    private readonly maxUncovered = 10_000,
+  ) {
+    this.state = init.state;
+    this.seq = init.seq;
+    this.epoch = init.epoch;
+    this.runner = new TransitionRunner(actor, sid, () => 0);
+  }
+
+  /** Subscribes to the session's inputs and output; resolves once the server has the subscriptions. */
+  async start(): Promise<void> {
+    this.subs.push(
+      this.nc.subscribe(subjects.output(this.sid), { callback: (_e, m) => this.onOutput(m.data) }),
+      this.nc.subscribe(subjects.input(this.sid), { callback: (_e, m) => this.onInput(m.data) }),
+    );
+    await this.nc.flush();
+  }
+
+  private onInput(bytes: Uint8Array): void {
+    try {
+      const f = decodeFrame(bytes);
+      if (f.kind !== FrameKind.input) return;
+      this.uncovered.set(f.requestId, bytes);
+      if (this.uncovered.size > this.maxUncovered) {
+        const oldest = this.uncovered.keys().next().value;
+        if (oldest !== undefined) this.uncovered.delete(oldest);
+      }
+    } catch (err) {
+      this.onError(err as FtmError);
+    }
+  }
+
+  /** Handles one frame from the output subject. Exposed for fault-injection tests. */
+  onOutput(bytes: Uint8Array): void {
+    let f;
+    try {
+      f = decodeFrame(bytes);
+    } catch (err) {
+      return this.onError(
+        new CorruptPatchError(`${this.sid}: ${(err as Error).message}`, { cause: err }),
+      );
+    }
+    if (f.kind === FrameKind.refusal) {
+      this.uncovered.delete(f.requestId);
+      return;
+    }
+    if (f.kind !== FrameKind.commit || f.flags & CommitFlag.duplicate) return;
+    if (f.epoch < this.epoch) {
+      return this.onError(
+        new StaleEpochError(
+          `${this.sid}: commit ${f.seq} of epoch ${f.epoch} refused, epoch is ${this.epoch}`,
+        ),
+      );
+    }
+    if (f.seq <= this.seq) return;
+    if (f.seq > this.seq + 1) {
+      // Held back until the gap before it is filled.
+      this.early.set(f.seq, { ...f, patches: f.patches.slice(), reply: f.reply.slice() });
+      return;
+    }
+    if (!this.apply(f)) return;
+    for (let next = this.early.get(this.seq + 1); next; next = this.early.get(this.seq + 1)) {
+      this.early.delete(next.seq);
+      if (!this.apply(next)) return;
+    }
+  }
+
+  private apply(f: CommitFrame): boolean {
+    try {
+      if (f.patches.length) {
+        const patches = this.codec.decode(f.patches) as Patch[];
+        if (!Array.isArray(patches)) throw new Error('patches are not a list');
+        this.state = this.runner.apply(this.state, patches);
+      }
+    } catch (err) {
+      this.onError(
+        new CorruptPatchError(
+          `${this.sid}: commit ${f.seq} refused, replica kept at ${this.seq}: ${(err as Error).message}`,
+          { cause: err },
+        ),
+      );
+      return false;
+    }
+    this.seq = f.seq;
+    this.epoch = f.epoch;
+    this.uncovered.delete(f.requestId);
+    this.scheduleAck();
+    return true;
+  }
+
+  /** One ack per burst: frames handled in the same tick share it. */
+  private scheduleAck(): void {
+    if (this.ackScheduled) return;
+    this.ackScheduled = true;
+    queueMicrotask(() => {
+      this.ackScheduled = false;
+      if (this.subs.length)
+        this.nc.publish(subjects.ack(this.sid), encodeAck(AckSource.standby, this.epoch, this.seq));
+    });
+  }
+
+  close(): void {
+    for (const s of this.subs) s.unsubscribe();
+    this.subs = [];
+  }
+}

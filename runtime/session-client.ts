@@ -1,0 +1,149 @@
+import { randomBytes } from 'node:crypto';
+import type { NatsConnection, Subscription } from '@nats-io/transport-node';
+import type { ValueCodec } from './codec.ts';
+import { ClosedError, RequestTimeoutError, errorFromWire, type WireError } from './errors.ts';
+import { subjects } from './subjects.ts';
+import {
+  AckSource,
+  ConsistencyCode,
+  FrameKind,
+  consistencyOf,
+  decodeFrame,
+  encodeInput,
+} from './wire.ts';
+
+type Pending = {
+  resolve: (v: unknown) => void;
+  reject: (e: Error) => void;
+  deadline: number;
+  /** Set once the commit arrived; the reply waits here until its release condition holds. */
+  held?: { seq: number; epoch: number; mode: number; reply: Uint8Array };
+};
+
+/**
+ * Sends requests to one session and releases each reply by the actor's
+ * consistency mode: `async` at once, `standby` once the standby acknowledged
+ * the reply's seq, `durable` once the log did too. The gateway uses the same rule.
+ */
+export class SessionClient {
+  private readonly pending = new Map<string, Pending>();
+  private readonly subs: Subscription[];
+  private readonly prefix = randomBytes(6).toString('base64url');
+  private counter = 0;
+  private standbyAck = { epoch: 0, seq: 0 };
+  private logAck = { epoch: 0, seq: 0 };
+  private sweep: NodeJS.Timeout | undefined;
+  private closed = false;
+
+  constructor(
+    private readonly nc: NatsConnection,
+    private readonly codec: ValueCodec,
+    readonly sid: string,
+    private readonly defaultTimeoutMs = 5_000,
+  ) {
+    this.subs = [
+      nc.subscribe(subjects.output(sid), { callback: (_e, m) => this.onOutput(m.data) }),
+      nc.subscribe(subjects.ack(sid), { callback: (_e, m) => this.onAck(m.data) }),
+    ];
+  }
+
+  /** Requests whose commit arrived but whose reply is still held for an ack. */
+  heldCount(): number {
+    let n = 0;
+    for (const p of this.pending.values()) if (p.held) n++;
+    return n;
+  }
+
+  /**
+   * Sends `type` with `payload`; resolves with the handler's reply once it may
+   * be released, rejects with the typed error the session sent back, or with
+   * {@link RequestTimeoutError} (retryable: send again with the same requestId).
+   */
+  request(
+    type: string,
+    payload?: unknown,
+    opts: { requestId?: string; timeoutMs?: number } = {},
+  ): Promise<unknown> {
+    if (this.closed) return Promise.reject(new ClosedError(`client of ${this.sid} is closed`));
+    const requestId = opts.requestId ?? `${this.prefix}.${(++this.counter).toString(36)}`;
+    return new Promise((resolve, reject) => {
+      this.pending.set(requestId, {
+        resolve,
+        reject,
+        deadline: Date.now() + (opts.timeoutMs ?? this.defaultTimeoutMs),
+      });
+      this.sweep ??= setInterval(() => this.expire(), 50);
+      const body = payload === undefined ? new Uint8Array(0) : this.codec.encode(payload);
+      this.nc.publish(subjects.input(this.sid), encodeInput(requestId, type, body));
+    });
+  }
+
+  private onOutput(bytes: Uint8Array): void {
+    const f = decodeFrame(bytes);
+    if (f.kind !== FrameKind.commit && f.kind !== FrameKind.refusal) return;
+    const p = this.pending.get(f.requestId);
+    if (!p || p.held) return;
+    if (f.kind === FrameKind.refusal) {
+      this.pending.delete(f.requestId);
+      return p.reject(errorFromWire(this.codec.decode(f.error) as WireError));
+    }
+    p.held = { seq: f.seq, epoch: f.epoch, mode: consistencyOf(f.flags), reply: f.reply.slice() };
+    this.release(f.requestId, p);
+  }
+
+  private onAck(bytes: Uint8Array): void {
+    const f = decodeFrame(bytes);
+    if (f.kind !== FrameKind.ack) return;
+    const mark = f.source === AckSource.log ? this.logAck : this.standbyAck;
+    if (f.epoch < mark.epoch || (f.epoch === mark.epoch && f.seq <= mark.seq)) return;
+    mark.epoch = f.epoch;
+    mark.seq = f.seq;
+    for (const [id, p] of this.pending) if (p.held) this.release(id, p);
+  }
+
+  private acked(
+    mark: { epoch: number; seq: number },
+    held: { epoch: number; seq: number },
+  ): boolean {
+    return mark.epoch >= held.epoch && mark.seq >= held.seq;
+  }
+
+  private release(id: string, p: Pending): void {
+    const h = p.held!;
+    const ok =
+      h.mode === ConsistencyCode.async ||
+      (this.acked(this.standbyAck, h) &&
+        (h.mode !== ConsistencyCode.durable || this.acked(this.logAck, h)));
+    if (!ok) return;
+    this.pending.delete(id);
+    p.resolve(this.codec.decode(h.reply));
+  }
+
+  private expire(): void {
+    const now = Date.now();
+    for (const [id, p] of this.pending) {
+      if (p.deadline > now) continue;
+      this.pending.delete(id);
+      p.reject(
+        new RequestTimeoutError(
+          `request ${id} to ${this.sid}: ${p.held ? 'reply held, no ack' : 'no reply'} before the deadline`,
+        ),
+      );
+    }
+    if (this.pending.size === 0) {
+      clearInterval(this.sweep);
+      this.sweep = undefined;
+    }
+  }
+
+  /** Stops listening; pending requests reject with {@link ClosedError}. Safe to call twice. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const s of this.subs) s.unsubscribe();
+    clearInterval(this.sweep);
+    for (const p of this.pending.values())
+      p.reject(new ClosedError(`client of ${this.sid} closed`));
+    this.pending.clear();
+  }
+}

@@ -1,0 +1,90 @@
+import { Immer, enableMapSet, enablePatches, isDraft, current, type Patch } from 'immer';
+import type { ActorDefinition, TransitionContext } from './actor.ts';
+import { HandlerError, UnknownMessageTypeError } from './errors.ts';
+
+enablePatches();
+enableMapSet();
+
+/** The outcome of one committed transition. */
+export interface Transition {
+  readonly state: object;
+  readonly patches: Patch[];
+  readonly reply: unknown;
+}
+
+/** A small, fast, seedable PRNG (mulberry32) so `ctx.random()` replays identically. */
+function mulberry32(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+function hashString(s: string): number {
+  let h = 2166136261;
+  for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 16777619);
+  return h >>> 0;
+}
+
+/**
+ * Runs handlers as immer transactions for one session. A throwing handler
+ * leaves the state untouched (immer drafts are discarded) and surfaces as a
+ * {@link HandlerError}.
+ */
+export class TransitionRunner {
+  private readonly immer = new Immer({ autoFreeze: true });
+  private readonly sidSeed: number;
+
+  constructor(
+    private readonly actor: ActorDefinition,
+    private readonly sid: string,
+    private readonly now: () => number,
+  ) {
+    this.sidSeed = hashString(sid);
+  }
+
+  has(type: string): boolean {
+    return Object.hasOwn(this.actor.handlers, type);
+  }
+
+  /**
+   * Runs the handler for `type` on `state` as transaction `seq`.
+   * @throws UnknownMessageTypeError, HandlerError (state untouched in both cases)
+   */
+  run(state: object, type: string, payload: unknown, seq: number): Transition {
+    const handler = this.actor.handlers[type];
+    if (!handler)
+      throw new UnknownMessageTypeError(
+        `actor ${this.actor.name} has no handler for ${JSON.stringify(type)}`,
+      );
+    const at = this.now();
+    const ctx: TransitionContext = {
+      sid: this.sid,
+      seq,
+      now: () => at,
+      random: mulberry32(this.sidSeed ^ Math.imul(seq, 2654435761)),
+    };
+    let reply: unknown;
+    try {
+      const [next, patches] = this.immer.produceWithPatches(state, (draft: any) => {
+        const r = handler(draft, payload, ctx);
+        reply = isDraft(r) ? current(r) : r;
+      });
+      return { state: next, patches, reply };
+    } catch (err) {
+      throw new HandlerError(
+        `handler ${this.actor.name}.${type} threw: ${(err as Error)?.message ?? String(err)}`,
+        { cause: err },
+      );
+    }
+  }
+
+  /** Applies replicated patches; throws (leaving `state` untouched) when they do not fit. */
+  apply(state: object, patches: Patch[]): object {
+    return this.immer.applyPatches<object>(state, patches);
+  }
+}

@@ -1,0 +1,269 @@
+import { MalformedFrameError } from './errors.ts';
+
+/**
+ * The binary frames ftmesh sends over NATS. A fixed header in front of the
+ * payload lets a receiver read the routing fields (epoch, seq, request id)
+ * and cut the reply out of a frame without decoding the patches: the
+ * gateway strips them, the client never pays for them.
+ *
+ * Input   [kind=1][flags][u16 idLen][id][u16 typeLen][type][payload...]
+ * Commit  [kind=2][flags][u32 epoch][f64 seq][u16 idLen][id][u32 replyLen][reply][patches...]
+ * Refusal [kind=3][flags][u32 epoch][f64 seq][u16 idLen][id][u32 errLen][error][]
+ * Ack     [kind=4][source][u32 epoch][f64 seq]
+ *
+ * Numbers are big-endian. `seq` is a float64 holding a safe integer.
+ * A commit's reply and patches, and an input's payload, are encoded by the
+ * value codec; the wire layer treats them as opaque bytes.
+ */
+export const FrameKind = { input: 1, commit: 2, refusal: 3, ack: 4 } as const;
+
+/** Consistency modes, as stored in the low two bits of a commit's flags. */
+export const ConsistencyCode = { async: 0, standby: 1, durable: 2 } as const;
+
+/** Commit flags beyond the consistency mode. */
+export const CommitFlag = {
+  /** The transaction answered a request: the reply field is meaningful. */
+  hasReply: 1 << 2,
+  /** A re-sent reply for a request already applied: no patches, replicas ignore it. */
+  duplicate: 1 << 3,
+} as const;
+
+/** Who acknowledged a seq. */
+export const AckSource = { standby: 1, log: 2 } as const;
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+export type InputFrame = {
+  kind: typeof FrameKind.input;
+  requestId: string;
+  type: string;
+  payload: Uint8Array;
+};
+
+export type CommitFrame = {
+  kind: typeof FrameKind.commit;
+  flags: number;
+  epoch: number;
+  seq: number;
+  requestId: string;
+  reply: Uint8Array;
+  patches: Uint8Array;
+};
+
+export type RefusalFrame = {
+  kind: typeof FrameKind.refusal;
+  epoch: number;
+  seq: number;
+  requestId: string;
+  error: Uint8Array;
+};
+
+export type AckFrame = {
+  kind: typeof FrameKind.ack;
+  source: number;
+  epoch: number;
+  seq: number;
+};
+
+export type Frame = InputFrame | CommitFrame | RefusalFrame | AckFrame;
+
+const maxId = 0xffff;
+
+function writeString(view: DataView, bytes: Uint8Array, at: number, s: Uint8Array): number {
+  view.setUint16(at, s.length);
+  bytes.set(s, at + 2);
+  return at + 2 + s.length;
+}
+
+function idBytes(id: string): Uint8Array {
+  const b = encoder.encode(id);
+  if (b.length > maxId)
+    throw new MalformedFrameError(`request id is ${b.length} bytes; at most ${maxId}`);
+  return b;
+}
+
+/** Encodes an input frame (a request to a session). */
+export function encodeInput(requestId: string, type: string, payload: Uint8Array): Uint8Array {
+  const id = idBytes(requestId);
+  const t = idBytes(type);
+  const out = new Uint8Array(2 + 2 + id.length + 2 + t.length + payload.length);
+  const view = new DataView(out.buffer);
+  out[0] = FrameKind.input;
+  let at = writeString(view, out, 2, id);
+  at = writeString(view, out, at, t);
+  out.set(payload, at);
+  return out;
+}
+
+function encodeSequenced(
+  kind: number,
+  flags: number,
+  epoch: number,
+  seq: number,
+  requestId: string,
+  body: Uint8Array,
+  tail: Uint8Array | undefined,
+): Uint8Array {
+  const id = idBytes(requestId);
+  const tailLength = tail ? tail.length : 0;
+  const out = new Uint8Array(14 + 2 + id.length + 4 + body.length + tailLength);
+  const view = new DataView(out.buffer);
+  out[0] = kind;
+  out[1] = flags;
+  view.setUint32(2, epoch);
+  view.setFloat64(6, seq);
+  let at = writeString(view, out, 14, id);
+  view.setUint32(at, body.length);
+  out.set(body, at + 4);
+  at += 4 + body.length;
+  if (tail) out.set(tail, at);
+  return out;
+}
+
+/** Encodes a committed transaction: its reply and its patches in one frame. */
+export function encodeCommit(
+  flags: number,
+  epoch: number,
+  seq: number,
+  requestId: string,
+  reply: Uint8Array,
+  patches: Uint8Array,
+): Uint8Array {
+  return encodeSequenced(FrameKind.commit, flags, epoch, seq, requestId, reply, patches);
+}
+
+/** Encodes a refusal: the request was rolled back (handler threw, unknown type, ...). */
+export function encodeRefusal(epoch: number, seq: number, requestId: string, error: Uint8Array) {
+  return encodeSequenced(FrameKind.refusal, 0, epoch, seq, requestId, error, undefined);
+}
+
+/** Encodes an acknowledgement that `source` holds every seq up to `seq`. */
+export function encodeAck(source: number, epoch: number, seq: number): Uint8Array {
+  const out = new Uint8Array(14);
+  const view = new DataView(out.buffer);
+  out[0] = FrameKind.ack;
+  out[1] = source;
+  view.setUint32(2, epoch);
+  view.setFloat64(6, seq);
+  return out;
+}
+
+function fail(what: string): never {
+  throw new MalformedFrameError(`malformed frame: ${what}`);
+}
+
+/**
+ * Decodes any frame. The returned byte fields are views into `bytes`
+ * (no copy): keep `bytes` alive and unmodified while they are used.
+ * @throws MalformedFrameError when the bytes are not a well-formed frame
+ */
+export function decodeFrame(bytes: Uint8Array): Frame {
+  if (bytes.length < 2) fail(`${bytes.length} bytes`);
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const kind = bytes[0];
+  if (kind === FrameKind.input) {
+    let at = 2;
+    const readString = (): string => {
+      if (at + 2 > bytes.length) fail('truncated string length');
+      const n = view.getUint16(at);
+      if (at + 2 + n > bytes.length) fail('truncated string');
+      const s = decoder.decode(bytes.subarray(at + 2, at + 2 + n));
+      at += 2 + n;
+      return s;
+    };
+    const requestId = readString();
+    const type = readString();
+    return { kind, requestId, type, payload: bytes.subarray(at) };
+  }
+  if (kind === FrameKind.ack) {
+    if (bytes.length !== 14) fail(`ack of ${bytes.length} bytes`);
+    return { kind, source: bytes[1]!, epoch: view.getUint32(2), seq: view.getFloat64(6) };
+  }
+  if (kind !== FrameKind.commit && kind !== FrameKind.refusal) fail(`unknown kind ${kind}`);
+  if (bytes.length < 16) fail('truncated header');
+  const flags = bytes[1]!;
+  const epoch = view.getUint32(2);
+  const seq = view.getFloat64(6);
+  if (!Number.isSafeInteger(seq) || seq < 0) fail(`seq ${seq}`);
+  const idLength = view.getUint16(14);
+  let at = 16 + idLength;
+  if (at + 4 > bytes.length) fail('truncated request id');
+  const requestId = decoder.decode(bytes.subarray(16, at));
+  const bodyLength = view.getUint32(at);
+  at += 4;
+  if (at + bodyLength > bytes.length) fail('truncated body');
+  const body = bytes.subarray(at, at + bodyLength);
+  if (kind === FrameKind.refusal) return { kind, epoch, seq, requestId, error: body };
+  return {
+    kind,
+    flags,
+    epoch,
+    seq,
+    requestId,
+    reply: body,
+    patches: bytes.subarray(at + bodyLength),
+  };
+}
+
+/** Reads only the kind, epoch and seq of a commit or refusal frame; cheap, for routing. */
+export function peekSequence(bytes: Uint8Array): { epoch: number; seq: number } {
+  if (bytes.length < 14) fail(`${bytes.length} bytes`);
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  return { epoch: view.getUint32(2), seq: view.getFloat64(6) };
+}
+
+/** The consistency mode bits of a commit frame's flags. */
+export function consistencyOf(flags: number): number {
+  return flags & 3;
+}
+
+/**
+ * Builds the same commit without its patches: what a client receives after a
+ * gateway strips them, and what the dedup table keeps to answer a repeat.
+ */
+export function withoutPatches(frame: CommitFrame, extraFlags = 0): Uint8Array {
+  return encodeCommit(
+    frame.flags | extraFlags,
+    frame.epoch,
+    frame.seq,
+    frame.requestId,
+    frame.reply,
+    empty,
+  );
+}
+
+const empty = new Uint8Array(0);
+
+/**
+ * A log batch: consecutive commit frames of one session, each prefixed with
+ * its u32 length. One JetStream message holds one batch.
+ */
+export function encodeBatch(frames: readonly Uint8Array[]): Uint8Array {
+  let total = 0;
+  for (const f of frames) total += 4 + f.length;
+  const out = new Uint8Array(total);
+  const view = new DataView(out.buffer);
+  let at = 0;
+  for (const f of frames) {
+    view.setUint32(at, f.length);
+    out.set(f, at + 4);
+    at += 4 + f.length;
+  }
+  return out;
+}
+
+/** Splits a log batch into its frames (views into `bytes`). */
+export function decodeBatch(bytes: Uint8Array): Uint8Array[] {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const frames: Uint8Array[] = [];
+  let at = 0;
+  while (at < bytes.length) {
+    if (at + 4 > bytes.length) fail('truncated batch');
+    const n = view.getUint32(at);
+    if (at + 4 + n > bytes.length) fail('truncated batch frame');
+    frames.push(bytes.subarray(at + 4, at + 4 + n));
+    at += 4 + n;
+  }
+  return frames;
+}
