@@ -40,7 +40,7 @@ async function replication(): Promise<Record<string, unknown>> {
   const quick = values.quick === true;
   const n = quick ? 2_000 : 20_000;
   const server = await startNatsServer();
-  const actors = (['async', 'standby'] as const).map((consistency) =>
+  const actors = (['async', 'standby', 'durable'] as const).map((consistency) =>
     defineActor({
       name: `bench-${consistency}`,
       consistency,
@@ -66,7 +66,7 @@ async function replication(): Promise<Record<string, unknown>> {
     await time(warm, () => requester.request('bench.echo', payload));
     const raw = stats(await time(n, () => requester.request('bench.echo', payload)));
     const result: Record<string, unknown> = { raw_request_reply_ms: raw };
-    for (const mode of ['async', 'standby'] as const) {
+    for (const mode of ['async', 'standby', 'durable'] as const) {
       const sid = `bench-${mode}`;
       await primary.openSession(sid, sid, { standby: 'bench-standby' });
       await time(warm, () => primary.request(sid, 'inc', 'warm'));

@@ -1,10 +1,10 @@
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { NatsServerStartError } from './errors.ts';
 import { findNatsServer } from './find-nats-server.ts';
 import { freePorts } from './free-ports.ts';
 import { configString, renderConfig } from './nats-config.ts';
+import { createTempDir, removeTempDir } from './process-registry.ts';
 import {
   settlesWithin,
   spawnServer,
@@ -118,7 +118,7 @@ export async function startNatsServer(options: NatsServerOptions = {}): Promise<
   const startTimeoutMs = checkTimeout(options.startTimeoutMs ?? DEFAULTS.startTimeoutMs);
   const bin = findNatsServer();
 
-  const dir = await mkdtemp(join(tmpdir(), 'ftm-nats-'));
+  const dir = await createTempDir();
   try {
     for (let attempt = 1; ; attempt++) {
       const [port, httpPort] = (await freePorts(2)) as [number, number];
@@ -156,7 +156,7 @@ export async function startNatsServer(options: NatsServerOptions = {}): Promise<
       }
     }
   } catch (error) {
-    await rm(dir, { recursive: true, force: true });
+    await removeTempDir(dir);
     throw error;
   }
 }
@@ -249,7 +249,7 @@ export async function startNatsCluster(
   const startTimeoutMs = checkTimeout(options.startTimeoutMs ?? DEFAULTS.startTimeoutMs);
   const bin = findNatsServer();
 
-  const dir = await mkdtemp(join(tmpdir(), 'ftm-nats-'));
+  const dir = await createTempDir();
   try {
     for (let attempt = 1; ; attempt++) {
       const specs = await writeClusterSpecs(bin, dir, size, maxPayload);
@@ -262,7 +262,7 @@ export async function startNatsCluster(
       }
     }
   } catch (error) {
-    await rm(dir, { recursive: true, force: true });
+    await removeTempDir(dir);
     throw error;
   }
 }
@@ -282,7 +282,7 @@ function clusterHandle(
   const stop = (): Promise<void> =>
     (stopping ??= (async () => {
       await Promise.all(nodes.map((node) => node.stop()));
-      await rm(dir, { recursive: true, force: true });
+      await removeTempDir(dir);
     })());
 
   const restartNode = async (index: number): Promise<NatsServerHandle> => {

@@ -1,11 +1,11 @@
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { closeSync, openSync } from 'node:fs';
-import { open, rm } from 'node:fs/promises';
+import { open } from 'node:fs/promises';
 import { request } from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { NatsServerStartError } from './errors.ts';
-import { forgetPid, trackPid } from './process-registry.ts';
+import { forgetPid, removeTempDir, trackPid } from './process-registry.ts';
 
 /** A running (or exited) nats-server process started by the launcher. */
 export interface NatsServerHandle {
@@ -189,7 +189,7 @@ export async function spawnServer(spec: ServerSpec): Promise<ServerProcess> {
         if (!(await settlesWithin(exited, STOP_TIMEOUT_MS))) kill('SIGKILL');
         await exited;
       }
-      if (spec.ownsDir) await rm(spec.dir, { recursive: true, force: true });
+      if (spec.ownsDir) await removeTempDir(spec.dir);
     })());
 
   const handle: NatsServerHandle = {

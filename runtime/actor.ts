@@ -59,12 +59,6 @@ export function defineActor<S extends object>(options: ActorOptions<S>): ActorDe
       `consistency ${JSON.stringify(consistency)}: use async, standby or durable`,
     );
   }
-  if (consistency === 'durable') {
-    // The JetStream log that durable mode waits on is not built yet: refuse rather than hang replies.
-    throw new InvalidArgumentError(
-      'consistency durable is not available yet: use standby (the default) or async',
-    );
-  }
   const init = options.initialState;
   return Object.freeze({
     name: options.name,

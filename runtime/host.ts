@@ -3,9 +3,9 @@ import type { NatsConnection, Subscription } from '@nats-io/transport-node';
 import type { ActorDefinition } from './actor.ts';
 import { systemClock, type Clock } from './clock.ts';
 import { createValueCodec } from './codec.ts';
-import type { FtmError } from './errors.ts';
 import {
   ClosedError,
+  FtmError,
   InvalidArgumentError,
   SessionExistsError,
   SessionNotFoundError,
@@ -14,12 +14,17 @@ import {
   errorToWire,
   type WireError,
 } from './errors.ts';
+import { Kvm } from '@nats-io/kv';
+import { freeze } from 'immer';
+import { DurableLog, SessionLog } from './durable-log.ts';
 import { connectNats } from './nats-connect.ts';
-import { PrimarySession } from './primary-session.ts';
-import { ReplicaSession } from './replica-session.ts';
+import { PrimarySession, type SessionControl, type SessionSnapshot } from './primary-session.ts';
+import { ReplicaSession, type ReplicaSource } from './replica-session.ts';
+import { TransitionRunner } from './transition.ts';
+import { decodeFrame, FrameKind } from './wire.ts';
 import { SessionClient } from './session-client.ts';
 import { stateHash } from './state-hash.ts';
-import { assertId, subjects } from './subjects.ts';
+import { assertId, storeNames, subjects } from './subjects.ts';
 
 /** Options of {@link createHost}. */
 export interface HostOptions {
@@ -32,6 +37,14 @@ export interface HostOptions {
   clock?: Clock;
   /** Called with every error the host handled without throwing (refused frames, handler errors). */
   onError?: (err: FtmError) => void;
+  /** JetStream replicas of the log stream and snapshot bucket: 1 for one server, 3 for a cluster. */
+  jetstreamReplicas?: number;
+  /** A snapshot every this many commits of a session (default 1000); the log is purged up to it. */
+  snapshotEvery?: number;
+  /** How often pending log frames of async/standby sessions are flushed (default 10 ms). */
+  logFlushIntervalMs?: number;
+  /** Fault injection for tests: drop output frames at this host's standbys. */
+  dropAtStandby?: (sid: string, seq: number) => boolean;
 }
 
 /** What a host knows of one of its sessions. */
@@ -67,6 +80,17 @@ export interface Host {
   client(sid: string): SessionClient;
   /** This host's copy of the session's state (primary or standby). */
   state(sid: string): unknown;
+  /**
+   * Restores a session from its snapshot and log (cold restore, when its
+   * primary and standby are gone) and serves it here in the next epoch.
+   */
+  restoreSession(actor: string, sid: string, options: { standby: string }): Promise<SessionInfo>;
+  /** Writes a snapshot of a session this host is primary of, purging the log up to it; resolves with its seq. */
+  snapshotNow(sid: string): Promise<number>;
+  /** Flushes a primary session's pending log frames; resolves with the highest logged seq. */
+  flushLog(sid: string): Promise<number>;
+  /** Reads a session's durable state (snapshot + log) without serving it. */
+  readDurable(actor: string, sid: string): Promise<SessionSnapshot & { logged: number }>;
   /** Canonical hash of this host's copy of the state. */
   hash(sid: string): string;
   info(sid: string): SessionInfo | undefined;
@@ -103,11 +127,112 @@ export async function createHost(options: HostOptions): Promise<Host> {
   const clock = options.clock ?? systemClock;
   const onError =
     options.onError ??
-    ((err: FtmError) => console.error(`[ftmesh ${hostId}] ${err.name}: ${err.message}`));
+    ((err: FtmError) =>
+      console.error(`[ftmesh ${hostId}] ${err.name}: ${err.message}`, err.cause ?? ''));
   const actors = new Map(options.actors.map((a) => [a.name, a]));
   const sessions = new Map<string, PrimarySession | ReplicaSession>();
   const clients = new Map<string, SessionClient>();
   let closed = false;
+  const log = await DurableLog.open(nc, options.jetstreamReplicas ?? 1);
+  const snapshots = await new Kvm(nc).create(storeNames.snapshots, {
+    replicas: options.jetstreamReplicas ?? 1,
+    history: 1,
+  });
+  const saveSnapshot = async (sid: string, snap: SessionSnapshot) => {
+    await snapshots.put(sid, codec.encode(snap));
+  };
+  const flusher = setInterval(() => {
+    for (const s of sessions.values()) {
+      if (s.role === 'primary' && s.log.hasPending) {
+        s.log
+          .flush()
+          .catch((err: unknown) => onError(new FtmError(`log flush of ${s.sid}`, { cause: err })));
+      }
+    }
+  }, options.logFlushIntervalMs ?? 10);
+
+  const control = async (sid: string, req: SessionControl): Promise<any> => {
+    const reply = await nc.request(subjects.control(sid), codec.encode(req), { timeout: 2_000 });
+    const answer = codec.decode(reply.data) as { error?: WireError };
+    if (answer.error) throw errorFromWire(answer.error);
+    return answer;
+  };
+  const replicaSource = (sid: string): ReplicaSource => ({
+    async logAfter(seq) {
+      await control(sid, { op: 'flush' });
+      return log.read(sid, seq);
+    },
+    snapshot: () => control(sid, { op: 'snapshot' }),
+    ...(options.dropAtStandby ? { drop: (seq: number) => options.dropAtStandby!(sid, seq) } : {}),
+  });
+  const startPrimary = (
+    actor: ActorDefinition,
+    sid: string,
+    init: { state: object; seq: number; epoch: number },
+  ) => {
+    // The log calls back into the primary it belongs to, created right after it.
+    const ref: { primary?: PrimarySession } = {};
+    const sessionLog = new SessionLog(
+      log,
+      sid,
+      (seq) => ref.primary?.onLogged(seq),
+      (err) => onError(new FtmError(`log write of ${sid} failed`, { cause: err })),
+    );
+    const primary = new PrimarySession(
+      nc,
+      codec,
+      actor,
+      sid,
+      init,
+      () => clock.now(),
+      onError,
+      sessionLog,
+      (snap) => saveSnapshot(sid, snap),
+      options.snapshotEvery ?? 1000,
+    );
+    ref.primary = primary;
+    primary.listen();
+    sessions.set(sid, primary);
+    return primary;
+  };
+  const attachStandby = async (
+    standby: string,
+    actor: ActorDefinition,
+    sid: string,
+    init: SessionSnapshot,
+  ) => {
+    const reply = await nc.request(
+      subjects.hostControl(standby),
+      codec.encode({ op: 'attach', sid, ...init } satisfies ControlRequest),
+      { timeout: 5_000 },
+    );
+    const answer = codec.decode(reply.data) as { ok?: true; error?: WireError };
+    if (answer.error) throw errorFromWire(answer.error);
+  };
+  const primaryOf = (sid: string): PrimarySession => {
+    const s = sessions.get(sid);
+    if (s?.role !== 'primary')
+      throw new SessionNotFoundError(`host ${hostId} is not the primary of ${sid}`);
+    return s;
+  };
+  const readDurable = async (actorName: string, sid: string) => {
+    const actor = actorNamed(actorName);
+    const entry = await snapshots.get(sid);
+    let snap: SessionSnapshot = entry?.value.length
+      ? (codec.decode(entry.value) as SessionSnapshot)
+      : { actor: actorName, state: actor.initialState(undefined), seq: 0, epoch: 1 };
+    const runner = new TransitionRunner(actor, sid, () => clock.now());
+    let state = freeze(snap.state, true);
+    let logged = 0;
+    for (const bytes of await log.read(sid, snap.seq)) {
+      const f = decodeFrame(bytes);
+      if (f.kind !== FrameKind.commit || f.seq !== snap.seq + 1) continue;
+      if (f.patches.length) state = runner.apply(state, codec.decode(f.patches) as never);
+      snap = { ...snap, seq: f.seq, epoch: Math.max(snap.epoch, f.epoch) };
+      logged++;
+    }
+    return { ...snap, state, logged };
+  };
 
   const actorNamed = (name: string): ActorDefinition => {
     const a = actors.get(name);
@@ -123,7 +248,7 @@ export async function createHost(options: HostOptions): Promise<Host> {
     return s;
   };
 
-  const control: Subscription = nc.subscribe(subjects.hostControl(hostId), {
+  const hostControl: Subscription = nc.subscribe(subjects.hostControl(hostId), {
     callback: (_err, msg) => {
       void (async () => {
         try {
@@ -137,8 +262,9 @@ export async function createHost(options: HostOptions): Promise<Host> {
             codec,
             actorNamed(req.actor),
             req.sid,
-            req,
+            { ...req, state: freeze(req.state, true) },
             onError,
+            replicaSource(req.sid),
           );
           sessions.set(req.sid, replica);
           await replica.start();
@@ -151,6 +277,27 @@ export async function createHost(options: HostOptions): Promise<Host> {
   });
   await nc.flush();
 
+  const serveWithStandby = async (
+    actor: ActorDefinition,
+    sid: string,
+    init: SessionSnapshot,
+    standby: string,
+  ) => {
+    if (standby === hostId)
+      throw new InvalidArgumentError(`standby: pick another host than the primary (${hostId})`);
+    const primary = startPrimary(actor, sid, init);
+    try {
+      await attachStandby(standby, actor, sid, init);
+    } catch (err) {
+      primary.close();
+      sessions.delete(sid);
+      throw err;
+    }
+    primary.serve();
+    await nc.flush();
+    return host.info(sid)!;
+  };
+
   const host: Host = {
     id: hostId,
     async openSession(actorName, sid, opts) {
@@ -162,25 +309,32 @@ export async function createHost(options: HostOptions): Promise<Host> {
       if (sessions.has(sid))
         throw new SessionExistsError(`session ${sid} is already open on host ${hostId}`);
       const actor = actorNamed(actorName);
-      const init = { state: Object.freeze(actor.initialState(opts.init)), seq: 0, epoch: 1 };
-      const primary = new PrimarySession(nc, codec, actor, sid, init, () => clock.now(), onError);
-      sessions.set(sid, primary);
-      try {
-        const reply = await nc.request(
-          subjects.hostControl(opts.standby),
-          codec.encode({ op: 'attach', actor: actorName, sid, ...init } satisfies ControlRequest),
-          { timeout: 5_000 },
-        );
-        const answer = codec.decode(reply.data) as { ok?: true; error?: WireError };
-        if (answer.error) throw errorFromWire(answer.error);
-      } catch (err) {
-        sessions.delete(sid);
-        throw err;
-      }
-      primary.serve();
-      await nc.flush();
-      return host.info(sid)!;
+      const init = {
+        actor: actorName,
+        state: freeze(actor.initialState(opts.init), true),
+        seq: 0,
+        epoch: 1,
+      };
+      return serveWithStandby(actor, sid, init, opts.standby);
     },
+    async restoreSession(actorName, sid, opts) {
+      if (closed) throw new ClosedError(`host ${hostId} is closed`);
+      assertId('sid', sid);
+      assertId('hostId', opts?.standby);
+      if (sessions.has(sid))
+        throw new SessionExistsError(`session ${sid} is already open on host ${hostId}`);
+      const durable = await readDurable(actorName, sid);
+      const init = {
+        actor: actorName,
+        state: durable.state,
+        seq: durable.seq,
+        epoch: durable.epoch + 1,
+      };
+      return serveWithStandby(actorNamed(actorName), sid, init, opts.standby);
+    },
+    snapshotNow: (sid) => primaryOf(sid).snapshotNow(),
+    flushLog: (sid) => primaryOf(sid).log.flush(),
+    readDurable,
     client(sid) {
       assertId('sid', sid);
       let c = clients.get(sid);
@@ -201,7 +355,16 @@ export async function createHost(options: HostOptions): Promise<Host> {
     async close() {
       if (closed) return;
       closed = true;
-      control.unsubscribe();
+      clearInterval(flusher);
+      hostControl.unsubscribe();
+      // Let snapshots finish and pending log frames reach JetStream before the sessions stop.
+      await Promise.all(
+        [...sessions.values()].map((s) =>
+          s.role === 'primary'
+            ? s.idle().then(() => s.log.flush().catch(() => 0))
+            : Promise.resolve(0),
+        ),
+      );
       for (const s of sessions.values()) s.close();
       for (const c of clients.values()) c.close();
       sessions.clear();

@@ -3,15 +3,24 @@ import type { ActorDefinition } from './actor.ts';
 import type { ValueCodec } from './codec.ts';
 import { errorToWire, FtmError, HandlerError } from './errors.ts';
 import { subjects } from './subjects.ts';
+import type { SessionLog } from './durable-log.ts';
 import { TransitionRunner } from './transition.ts';
 import {
+  AckSource,
   CommitFlag,
   ConsistencyCode,
   FrameKind,
   decodeFrame,
+  encodeAck,
   encodeCommit,
   encodeRefusal,
 } from './wire.ts';
+
+/** What a replica or a restore needs to start from: a state at a seq. */
+export type SessionSnapshot = { actor: string; state: object; seq: number; epoch: number };
+
+/** Control requests served by a session's primary on `ftm.s.<sid>.ctl`. */
+export type SessionControl = { op: 'flush' } | { op: 'snapshot' };
 
 const empty = new Uint8Array(0);
 
@@ -29,6 +38,10 @@ export class PrimarySession {
   private readonly flags: number;
   private readonly outSubject: string;
   private inputs: Subscription | undefined;
+  private control: Subscription | undefined;
+  private flushScheduled = false;
+  private sinceSnapshot = 0;
+  private snapshotting: Promise<number> | undefined;
   /** Recent replies by request id: a repeated request is answered, not applied again. */
   private readonly replies = new Map<string, Uint8Array>();
 
@@ -40,6 +53,9 @@ export class PrimarySession {
     init: { state: object; seq: number; epoch: number },
     now: () => number,
     private readonly onError: (err: FtmError) => void,
+    readonly log: SessionLog,
+    private readonly saveSnapshot: (snap: SessionSnapshot) => Promise<void>,
+    private readonly snapshotEvery = 1000,
     private readonly dedupSize = 1024,
   ) {
     this.state = init.state;
@@ -48,6 +64,57 @@ export class PrimarySession {
     this.runner = new TransitionRunner(actor, sid, now);
     this.flags = ConsistencyCode[actor.consistency];
     this.outSubject = subjects.output(sid);
+  }
+
+  /** Serves control requests (snapshot, flush); needed before a standby attaches. */
+  listen(): void {
+    this.control = this.nc.subscribe(subjects.control(this.sid), {
+      callback: (_err, msg) => {
+        const req = this.codec.decode(msg.data) as SessionControl;
+        if (req.op === 'snapshot') msg.respond(this.codec.encode(this.snapshot()));
+        else
+          this.log.flush().then(
+            (loggedSeq) => msg.respond(this.codec.encode({ loggedSeq })),
+            (err: unknown) => msg.respond(this.codec.encode({ error: errorToWire(err) })),
+          );
+      },
+    });
+  }
+
+  snapshot(): SessionSnapshot {
+    return { actor: this.actor.name, state: this.state, seq: this.seq, epoch: this.epoch };
+  }
+
+  /**
+   * Writes a snapshot of the current state, then purges the log up to it.
+   * Resolves with the snapshot's seq. One at a time per session.
+   */
+  snapshotNow(): Promise<number> {
+    this.snapshotting ??= (async () => {
+      try {
+        const snap = this.snapshot(); // immer state is immutable: no copy needed
+        this.sinceSnapshot = 0;
+        await this.log.flush();
+        await this.saveSnapshot(snap);
+        await this.log.purgeUpTo(snap.seq);
+        return snap.seq;
+      } finally {
+        this.snapshotting = undefined;
+      }
+    })();
+    return this.snapshotting;
+  }
+
+  /** Resolves when no snapshot is being written (never rejects): close() waits for it. */
+  async idle(): Promise<void> {
+    await this.snapshotting?.catch(() => 0);
+  }
+
+  /** Called by the log once a batch is stored: durable-mode replies wait for this ack. */
+  onLogged(seq: number): void {
+    if (this.flags === ConsistencyCode.durable) {
+      this.nc.publish(subjects.ack(this.sid), encodeAck(AckSource.log, this.epoch, seq));
+    }
   }
 
   /** Starts taking inputs. */
@@ -84,10 +151,15 @@ export class PrimarySession {
       this.state = t.state;
       this.seq += 1;
       const flags = this.flags | CommitFlag.hasReply;
-      this.nc.publish(
-        this.outSubject,
-        encodeCommit(flags, this.epoch, this.seq, frame.requestId, reply, patches),
-      );
+      const commit = encodeCommit(flags, this.epoch, this.seq, frame.requestId, reply, patches);
+      this.nc.publish(this.outSubject, commit);
+      this.log.append(commit);
+      if (this.flags === ConsistencyCode.durable) this.flushSoon();
+      if (++this.sinceSnapshot >= this.snapshotEvery) {
+        this.snapshotNow().catch((err: unknown) =>
+          this.onError(new FtmError(`snapshot of ${this.sid} failed`, { cause: err })),
+        );
+      }
       this.remember(
         frame.requestId,
         encodeCommit(
@@ -112,6 +184,16 @@ export class PrimarySession {
     }
   }
 
+  /** Durable mode: one log flush per burst of commits. */
+  private flushSoon(): void {
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    setImmediate(() => {
+      this.flushScheduled = false;
+      void this.log.flush();
+    });
+  }
+
   private remember(requestId: string, frame: Uint8Array): void {
     this.replies.set(requestId, frame);
     if (this.replies.size > this.dedupSize) {
@@ -122,6 +204,8 @@ export class PrimarySession {
 
   close(): void {
     this.inputs?.unsubscribe();
+    this.control?.unsubscribe();
     this.inputs = undefined;
+    this.control = undefined;
   }
 }

@@ -1,9 +1,8 @@
-import type { Patch } from 'immer';
+import { freeze, type Patch } from 'immer';
 import type { NatsConnection, Subscription } from '@nats-io/transport-node';
 import type { ActorDefinition } from './actor.ts';
 import type { ValueCodec } from './codec.ts';
-import type { FtmError } from './errors.ts';
-import { CorruptPatchError, StaleEpochError } from './errors.ts';
+import { CorruptPatchError, FtmError, StaleEpochError } from './errors.ts';
 import { subjects } from './subjects.ts';
 import { TransitionRunner } from './transition.ts';
 import {
@@ -14,6 +13,16 @@ import {
   encodeAck,
   type CommitFrame,
 } from './wire.ts';
+
+/** Where a replica repairs itself from: the durable log and the primary's snapshot. */
+export interface ReplicaSource {
+  /** Asks the primary to flush its log, then reads the logged frames after `seq`. */
+  logAfter(seq: number): Promise<Uint8Array[]>;
+  /** The primary's current state. */
+  snapshot(): Promise<{ state: object; seq: number; epoch: number }>;
+  /** Fault injection for tests: true drops the frame as if the network lost it. */
+  drop?(seq: number): boolean;
+}
 
 /**
  * The hot standby of a session: applies commit frames strictly in seq order,
@@ -32,6 +41,7 @@ export class ReplicaSession {
   readonly uncovered = new Map<string, Uint8Array>();
   private subs: Subscription[] = [];
   private ackScheduled = false;
+  private repairing = false;
 
   constructor(
     private readonly nc: NatsConnection,
@@ -40,6 +50,7 @@ export class ReplicaSession {
     readonly sid: string,
     init: { state: object; seq: number; epoch: number },
     private readonly onError: (err: FtmError) => void,
+    private readonly source: ReplicaSource,
     private readonly maxUncovered = 10_000,
   ) {
     this.state = init.state;
@@ -94,16 +105,61 @@ export class ReplicaSession {
       );
     }
     if (f.seq <= this.seq) return;
+    if (this.source.drop?.(f.seq)) return;
     if (f.seq > this.seq + 1) {
-      // Held back until the gap before it is filled.
+      // Held back until the gap before it is filled from the log.
       this.early.set(f.seq, { ...f, patches: f.patches.slice(), reply: f.reply.slice() });
+      this.repair('gap');
       return;
     }
-    if (!this.apply(f)) return;
+    if (!this.apply(f)) return this.repair('corrupt');
+    this.drainEarly();
+  }
+
+  private drainEarly(): void {
+    for (const seq of this.early.keys()) if (seq <= this.seq) this.early.delete(seq);
     for (let next = this.early.get(this.seq + 1); next; next = this.early.get(this.seq + 1)) {
       this.early.delete(next.seq);
       if (!this.apply(next)) return;
     }
+  }
+
+  /**
+   * Fills a gap from the durable log; when the log cannot (purged past it) or
+   * a frame was corrupt, installs the primary's snapshot instead.
+   */
+  private repair(reason: 'gap' | 'corrupt'): void {
+    if (this.repairing) return;
+    this.repairing = true;
+    void (async () => {
+      try {
+        if (reason === 'gap') {
+          for (const bytes of await this.source.logAfter(this.seq)) {
+            const f = decodeFrame(bytes);
+            if (f.kind === FrameKind.commit && f.seq === this.seq + 1 && !this.apply(f)) break;
+          }
+          this.drainEarly();
+        }
+        if (reason === 'corrupt' || (this.early.size > 0 && !this.early.has(this.seq + 1))) {
+          const snap = await this.source.snapshot();
+          if (snap.seq >= this.seq) {
+            this.state = freeze(snap.state, true);
+            this.seq = snap.seq;
+            this.epoch = Math.max(this.epoch, snap.epoch);
+            this.scheduleAck();
+          }
+          this.drainEarly();
+        }
+      } catch (err) {
+        this.onError(
+          new FtmError(`${this.sid}: repair after ${reason} failed: ${(err as Error).message}`, {
+            cause: err,
+          }),
+        );
+      } finally {
+        this.repairing = false;
+      }
+    })();
   }
 
   private apply(f: CommitFrame): boolean {

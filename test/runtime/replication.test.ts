@@ -56,7 +56,7 @@ function fuzzActor(consistency: ConsistencyMode) {
   });
 }
 
-const modes: ConsistencyMode[] = ['async', 'standby'];
+const modes: ConsistencyMode[] = ['async', 'standby', 'durable'];
 const actors = modes.map(fuzzActor);
 
 describe('replication between a primary and a standby', function () {
@@ -73,7 +73,7 @@ describe('replication between a primary and a standby', function () {
     await b?.close();
   });
 
-  for (const mode of ['async', 'standby'] as const) {
+  for (const mode of modes) {
     it(`reaches an identical state after 10,000 random transactions (${mode})`, async () => {
       const sid = `fuzz-${mode}`;
       await a.openSession(`fuzz-${mode}`, sid, { standby: 'host-b' });

@@ -1,0 +1,155 @@
+import { headers, type NatsConnection } from '@nats-io/transport-node';
+import {
+  jetstream,
+  jetstreamManager,
+  type JetStreamClient,
+  type JetStreamManager,
+} from '@nats-io/jetstream';
+import { subjects, storeNames } from './subjects.ts';
+import { decodeBatch, encodeBatch, peekSequence } from './wire.ts';
+
+/** Batches above this size are split, well under the 1 MiB client default payload. */
+const maxBatchBytes = 512 * 1024;
+
+/**
+ * The durable log: commit frames of a session, batched into JetStream messages
+ * on `ftm.log.<sid>` off the hot path. A batch's msgID (`sid.epoch.firstSeq`)
+ * makes a retried publish idempotent.
+ */
+export class DurableLog {
+  private constructor(
+    readonly js: JetStreamClient,
+    readonly jsm: JetStreamManager,
+  ) {}
+
+  /** Binds to (and creates if missing) the log stream. Do this at start-up, never on the hot path. */
+  static async open(nc: NatsConnection, replicas = 1): Promise<DurableLog> {
+    const jsm = await jetstreamManager(nc);
+    try {
+      await jsm.streams.info(storeNames.logStream);
+    } catch {
+      await jsm.streams.add({
+        name: storeNames.logStream,
+        subjects: [subjects.logAll],
+        num_replicas: replicas,
+      });
+    }
+    return new DurableLog(jetstream(nc), jsm);
+  }
+
+  /** Reads every logged frame of `sid` with seq > `after`, in order. */
+  async read(sid: string, after: number): Promise<Uint8Array[]> {
+    const subject = subjects.log(sid);
+    let last;
+    try {
+      last = await this.jsm.streams.getMessage(storeNames.logStream, { last_by_subj: subject });
+    } catch {
+      return [];
+    }
+    if (!last) return [];
+    const consumer = await this.js.consumers.get(storeNames.logStream, {
+      filter_subjects: subject,
+    });
+    const frames: Uint8Array[] = [];
+    let seen = 0;
+    while (seen < last.seq) {
+      const batch = await consumer.fetch({ max_messages: 256, expires: 2_000 });
+      let got = 0;
+      for await (const m of batch) {
+        got++;
+        seen = m.seq;
+        for (const f of decodeBatch(m.data))
+          if (peekSequence(f).seq > after) frames.push(f.slice());
+        if (seen >= last.seq) break;
+      }
+      if (got === 0) break;
+    }
+    return frames;
+  }
+
+  /** Deletes the batches of `sid` whose stream seq is below `streamSeq`. */
+  async purgeBefore(sid: string, streamSeq: number): Promise<void> {
+    await this.jsm.streams.purge(storeNames.logStream, {
+      filter: subjects.log(sid),
+      seq: streamSeq,
+    });
+  }
+}
+
+/**
+ * One session's writer to the log. Frames are appended synchronously on the
+ * hot path; `flush()` publishes what is pending as one batch, one batch in
+ * flight at a time so the log keeps commit order.
+ */
+export class SessionLog {
+  private pending: Uint8Array[] = [];
+  private pendingBytes = 0;
+  private chain: Promise<void> = Promise.resolve();
+  /** Highest seq the log is known to hold. */
+  loggedSeq = 0;
+  /** Published batches not yet purged: stream seq and the last commit seq they hold. */
+  readonly batches: { streamSeq: number; lastSeq: number }[] = [];
+
+  constructor(
+    private readonly log: DurableLog,
+    readonly sid: string,
+    private readonly onLogged: (seq: number) => void,
+    private readonly onError: (err: Error) => void,
+  ) {}
+
+  get hasPending(): boolean {
+    return this.pending.length > 0;
+  }
+
+  append(frame: Uint8Array): void {
+    this.pending.push(frame);
+    this.pendingBytes += frame.length;
+    if (this.pendingBytes >= maxBatchBytes) void this.flush();
+  }
+
+  /** Resolves once every frame appended before the call is in the log; returns the logged seq. */
+  flush(): Promise<number> {
+    if (this.pending.length) {
+      const frames = this.pending;
+      this.pending = [];
+      this.pendingBytes = 0;
+      this.chain = this.chain.then(() => this.publish(frames));
+    }
+    return this.chain.then(() => this.loggedSeq);
+  }
+
+  private async publish(frames: Uint8Array[]): Promise<void> {
+    const first = peekSequence(frames[0]!);
+    const lastSeq = peekSequence(frames[frames.length - 1]!).seq;
+    const h = headers();
+    h.set('Ftm-Last-Seq', String(lastSeq));
+    const data = encodeBatch(frames);
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const ack = await this.log.js.publish(subjects.log(this.sid), data, {
+          msgID: `${this.sid}.${first.epoch}.${first.seq}`,
+          headers: h,
+          timeout: 2_000,
+        });
+        this.batches.push({ streamSeq: ack.seq, lastSeq });
+        this.loggedSeq = lastSeq;
+        this.onLogged(lastSeq);
+        return;
+      } catch (err) {
+        // msgID makes the retry idempotent; give up after a bounded number of tries.
+        if (attempt >= 5) return this.onError(err as Error);
+        await new Promise((r) => setTimeout(r, 50 * (attempt + 1)));
+      }
+    }
+  }
+
+  /** Purges the batches whose every commit is at or below `seq` (covered by a snapshot). */
+  async purgeUpTo(seq: number): Promise<void> {
+    let cut = -1;
+    for (let i = 0; i < this.batches.length && this.batches[i]!.lastSeq <= seq; i++) cut = i;
+    if (cut < 0) return;
+    const upTo = this.batches[cut]!.streamSeq + 1;
+    this.batches.splice(0, cut + 1);
+    await this.log.purgeBefore(this.sid, upTo);
+  }
+}
