@@ -6,6 +6,8 @@ export type {
   Handler,
   TransitionContext,
 } from './actor.ts';
+export { defineAdapter } from './adapter.ts';
+export type { AdapterOptions } from './adapter.ts';
 export { createHost } from './host.ts';
 export type { Host, HostOptions, SessionInfo } from './host.ts';
 export { SessionClient } from './session-client.ts';

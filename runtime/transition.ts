@@ -1,5 +1,6 @@
 import { Immer, enableMapSet, enablePatches, isDraft, current, type Patch } from 'immer';
 import type { ActorDefinition, TransitionContext } from './actor.ts';
+import { adapterOf, runAdapter, type AdapterHooks } from './adapter.ts';
 import { HandlerError, UnknownMessageTypeError } from './errors.ts';
 
 enablePatches();
@@ -38,6 +39,9 @@ function hashString(s: string): number {
 export class TransitionRunner {
   private readonly immer = new Immer({ autoFreeze: true });
   private readonly sidSeed: number;
+  private readonly adapter: AdapterHooks | undefined;
+  /** The adapter's service instance, created from the state on first use. */
+  private service: unknown;
 
   constructor(
     private readonly actor: ActorDefinition,
@@ -45,6 +49,7 @@ export class TransitionRunner {
     private readonly now: () => number,
   ) {
     this.sidSeed = hashString(sid);
+    this.adapter = adapterOf(actor);
   }
 
   has(type: string): boolean {
@@ -70,6 +75,13 @@ export class TransitionRunner {
     };
     let reply: unknown;
     try {
+      if (this.adapter) {
+        if (this.service === undefined) {
+          this.service = this.adapter.create(undefined);
+          this.adapter.setState(this.service, structuredClone(state));
+        }
+        return runAdapter(this.adapter, this.service, state, type, payload, ctx);
+      }
       const [next, patches] = this.immer.produceWithPatches(state, (draft: any) => {
         const r = handler(draft, payload, ctx);
         reply = isDraft(r) ? current(r) : r;
