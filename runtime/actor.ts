@@ -14,6 +14,19 @@ export interface TransitionContext {
   now(): number;
   /** Deterministic per (session, seq): a replay of the same input draws the same numbers. */
   random(): number;
+  /**
+   * Runs `task` of the actor's worker module on a worker thread once this
+   * transaction commits (never if it rolls back). Its result comes back as a
+   * message of type `resultType` with payload `{ result }` or `{ error }`.
+   */
+  runInWorker(task: string, input: unknown, resultType: string): void;
+}
+
+/** CPU work off the event loop: a module exporting `tasks`, run on a pool of threads. */
+export interface WorkerOptions {
+  module: URL | string;
+  /** Threads in the pool (default 2). */
+  size?: number;
 }
 
 /** A synchronous transition on an immer draft; its return value is the reply. */
@@ -25,6 +38,7 @@ export interface ActorDefinition<S extends object = object> {
   readonly consistency: ConsistencyMode;
   initialState(init: unknown): S;
   readonly handlers: Readonly<Record<string, Handler<S>>>;
+  readonly workers?: WorkerOptions;
 }
 
 /** Options of {@link defineActor}. */
@@ -34,6 +48,7 @@ export interface ActorOptions<S extends object> {
   consistency?: ConsistencyMode;
   initialState: S | ((init: unknown) => S);
   handlers: Record<string, Handler<S>>;
+  workers?: WorkerOptions;
 }
 
 const modes: readonly string[] = ['async', 'standby', 'durable'];
@@ -65,5 +80,6 @@ export function defineActor<S extends object>(options: ActorOptions<S>): ActorDe
     consistency,
     initialState: typeof init === 'function' ? init : () => structuredClone(init),
     handlers: Object.freeze({ ...options.handlers }),
+    ...(options.workers ? { workers: options.workers } : {}),
   });
 }

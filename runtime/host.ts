@@ -22,6 +22,7 @@ import { PrimarySession, type SessionControl, type SessionSnapshot } from './pri
 import { ReplicaSession, type ReplicaSource } from './replica-session.ts';
 import { TransitionRunner } from './transition.ts';
 import { decodeFrame, FrameKind } from './wire.ts';
+import { WorkerPool } from './worker-pool.ts';
 import { SessionClient } from './session-client.ts';
 import { stateHash } from './state-hash.ts';
 import { assertId, storeNames, subjects } from './subjects.ts';
@@ -132,6 +133,14 @@ export async function createHost(options: HostOptions): Promise<Host> {
   const actors = new Map(options.actors.map((a) => [a.name, a]));
   const sessions = new Map<string, PrimarySession | ReplicaSession>();
   const clients = new Map<string, SessionClient>();
+  const pools = new Map<string, WorkerPool>();
+  const poolFor = (actor: ActorDefinition): WorkerPool | undefined => {
+    if (!actor.workers) return undefined;
+    let pool = pools.get(actor.name);
+    if (!pool)
+      pools.set(actor.name, (pool = new WorkerPool(actor.workers.module, actor.workers.size ?? 2)));
+    return pool;
+  };
   let closed = false;
   const log = await DurableLog.open(nc, options.jetstreamReplicas ?? 1);
   const snapshots = await new Kvm(nc).create(storeNames.snapshots, {
@@ -189,6 +198,7 @@ export async function createHost(options: HostOptions): Promise<Host> {
       sessionLog,
       (snap) => saveSnapshot(sid, snap),
       options.snapshotEvery ?? 1000,
+      poolFor(actor),
     );
     ref.primary = primary;
     primary.listen();
@@ -367,6 +377,8 @@ export async function createHost(options: HostOptions): Promise<Host> {
       );
       for (const s of sessions.values()) s.close();
       for (const c of clients.values()) c.close();
+      await Promise.all([...pools.values()].map((p) => p.close()));
+      pools.clear();
       sessions.clear();
       clients.clear();
       if (owned) await nc.close();

@@ -4,7 +4,8 @@ import type { ValueCodec } from './codec.ts';
 import { errorToWire, FtmError, HandlerError } from './errors.ts';
 import { subjects } from './subjects.ts';
 import type { SessionLog } from './durable-log.ts';
-import { TransitionRunner } from './transition.ts';
+import { TransitionRunner, type WorkerJob } from './transition.ts';
+import type { WorkerPool } from './worker-pool.ts';
 import {
   AckSource,
   CommitFlag,
@@ -56,6 +57,7 @@ export class PrimarySession {
     readonly log: SessionLog,
     private readonly saveSnapshot: (snap: SessionSnapshot) => Promise<void>,
     private readonly snapshotEvery = 1000,
+    private readonly workers?: WorkerPool,
     private readonly dedupSize = 1024,
   ) {
     this.state = init.state;
@@ -143,15 +145,31 @@ export class PrimarySession {
       this.nc.publish(this.outSubject, seen);
       return;
     }
+    let payload: unknown;
     try {
-      const payload = frame.payload.length ? this.codec.decode(frame.payload) : undefined;
-      const t = this.runner.run(this.state, frame.type, payload, this.seq + 1);
-      const reply = this.codec.encode(t.reply);
+      payload = frame.payload.length ? this.codec.decode(frame.payload) : undefined;
+    } catch (err) {
+      return this.refuse(
+        frame.requestId,
+        new HandlerError(`undecodable payload: ${(err as Error).message}`),
+      );
+    }
+    this.commit(frame.requestId, frame.type, payload);
+  }
+
+  /**
+   * Runs one transaction and publishes it. `requestId` is empty for messages
+   * no client sent (worker results): they commit without a reply.
+   */
+  private commit(requestId: string, type: string, payload: unknown): void {
+    try {
+      const t = this.runner.run(this.state, type, payload, this.seq + 1);
+      const reply = requestId ? this.codec.encode(t.reply) : empty;
       const patches = t.patches.length ? this.codec.encode(t.patches) : empty;
       this.state = t.state;
       this.seq += 1;
-      const flags = this.flags | CommitFlag.hasReply;
-      const commit = encodeCommit(flags, this.epoch, this.seq, frame.requestId, reply, patches);
+      const flags = requestId ? this.flags | CommitFlag.hasReply : this.flags;
+      const commit = encodeCommit(flags, this.epoch, this.seq, requestId, reply, patches);
       this.nc.publish(this.outSubject, commit);
       this.log.append(commit);
       if (this.flags === ConsistencyCode.durable) this.flushSoon();
@@ -160,28 +178,42 @@ export class PrimarySession {
           this.onError(new FtmError(`snapshot of ${this.sid} failed`, { cause: err })),
         );
       }
-      this.remember(
-        frame.requestId,
-        encodeCommit(
-          flags | CommitFlag.duplicate,
-          this.epoch,
-          this.seq,
-          frame.requestId,
-          reply,
-          empty,
-        ),
-      );
+      if (requestId) {
+        this.remember(
+          requestId,
+          encodeCommit(flags | CommitFlag.duplicate, this.epoch, this.seq, requestId, reply, empty),
+        );
+      }
+      if (t.jobs?.length) for (const job of t.jobs) this.dispatch(job);
     } catch (err) {
       const e =
         err instanceof FtmError
           ? err
           : new HandlerError(String((err as Error)?.message ?? err), { cause: err });
       this.onError(e);
-      this.nc.publish(
-        this.outSubject,
-        encodeRefusal(this.epoch, this.seq, frame.requestId, this.codec.encode(errorToWire(e))),
+      if (requestId) this.refuse(requestId, e);
+    }
+  }
+
+  private refuse(requestId: string, e: FtmError): void {
+    this.nc.publish(
+      this.outSubject,
+      encodeRefusal(this.epoch, this.seq, requestId, this.codec.encode(errorToWire(e))),
+    );
+  }
+
+  /** Starts a committed worker job; its result commits as a message of its own. */
+  private dispatch(job: WorkerJob): void {
+    if (!this.workers) {
+      return this.onError(
+        new FtmError(`actor ${this.actor.name} has no workers option: job ${job.task} not run`),
       );
     }
+    this.workers.run(job.task, job.input).then(
+      (result) => this.inputs && this.commit('', job.resultType, { result }),
+      (err: unknown) =>
+        this.inputs && this.commit('', job.resultType, { error: (err as Error).message }),
+    );
   }
 
   /** Durable mode: one log flush per burst of commits. */

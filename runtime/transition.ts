@@ -11,7 +11,11 @@ export interface Transition {
   readonly state: object;
   readonly patches: Patch[];
   readonly reply: unknown;
+  /** Worker jobs to start now that the transaction committed. */
+  readonly jobs?: readonly WorkerJob[];
 }
+
+export type WorkerJob = { task: string; input: unknown; resultType: string };
 
 /** A small, fast, seedable PRNG (mulberry32) so `ctx.random()` replays identically. */
 function mulberry32(seed: number): () => number {
@@ -67,7 +71,9 @@ export class TransitionRunner {
         `actor ${this.actor.name} has no handler for ${JSON.stringify(type)}`,
       );
     const at = this.now();
+    const jobs: WorkerJob[] = [];
     const ctx: TransitionContext = {
+      runInWorker: (task, input, resultType) => void jobs.push({ task, input, resultType }),
       sid: this.sid,
       seq,
       now: () => at,
@@ -80,13 +86,13 @@ export class TransitionRunner {
           this.service = this.adapter.create(undefined);
           this.adapter.setState(this.service, structuredClone(state));
         }
-        return runAdapter(this.adapter, this.service, state, type, payload, ctx);
+        return { ...runAdapter(this.adapter, this.service, state, type, payload, ctx), jobs };
       }
       const [next, patches] = this.immer.produceWithPatches(state, (draft: any) => {
         const r = handler(draft, payload, ctx);
         reply = isDraft(r) ? current(r) : r;
       });
-      return { state: next, patches, reply };
+      return { state: next, patches, reply, jobs };
     } catch (err) {
       throw new HandlerError(
         `handler ${this.actor.name}.${type} threw: ${(err as Error)?.message ?? String(err)}`,
