@@ -44,7 +44,7 @@ export class PrimarySession {
   private sinceSnapshot = 0;
   private snapshotting: Promise<number> | undefined;
   /** Recent replies by request id: a repeated request is answered, not applied again. */
-  private readonly replies = new Map<string, Uint8Array>();
+  private readonly replies = new Map<string, { flags: number; seq: number; reply: Uint8Array }>();
 
   constructor(
     private readonly nc: NatsConnection,
@@ -142,7 +142,12 @@ export class PrimarySession {
     if (frame.kind !== FrameKind.input) return;
     const seen = this.replies.get(frame.requestId);
     if (seen) {
-      this.nc.publish(this.outSubject, seen);
+      // Encoded only here, on the rare repeat, not on every commit.
+      const flags = seen.flags | CommitFlag.duplicate;
+      this.nc.publish(
+        this.outSubject,
+        encodeCommit(flags, this.epoch, seen.seq, frame.requestId, seen.reply, empty),
+      );
       return;
     }
     let payload: unknown;
@@ -179,10 +184,7 @@ export class PrimarySession {
         );
       }
       if (requestId) {
-        this.remember(
-          requestId,
-          encodeCommit(flags | CommitFlag.duplicate, this.epoch, this.seq, requestId, reply, empty),
-        );
+        this.remember(requestId, { flags, seq: this.seq, reply });
       }
       if (t.jobs?.length) for (const job of t.jobs) this.dispatch(job);
     } catch (err) {
@@ -226,8 +228,11 @@ export class PrimarySession {
     });
   }
 
-  private remember(requestId: string, frame: Uint8Array): void {
-    this.replies.set(requestId, frame);
+  private remember(
+    requestId: string,
+    entry: { flags: number; seq: number; reply: Uint8Array },
+  ): void {
+    this.replies.set(requestId, entry);
     if (this.replies.size > this.dedupSize) {
       const oldest = this.replies.keys().next().value;
       if (oldest !== undefined) this.replies.delete(oldest);

@@ -27,6 +27,11 @@ type Pending = {
  */
 export class SessionClient {
   private readonly pending = new Map<string, Pending>();
+  /**
+   * Ids of held replies in arrival order. A session's commits arrive in seq
+   * order, so an ack releases a prefix of this queue: no scan of every request.
+   */
+  private readonly held: string[] = [];
   private readonly subs: Subscription[];
   private readonly prefix = randomBytes(6).toString('base64url');
   private counter = 0;
@@ -88,7 +93,7 @@ export class SessionClient {
       return p.reject(errorFromWire(this.codec.decode(f.error) as WireError));
     }
     p.held = { seq: f.seq, epoch: f.epoch, mode: consistencyOf(f.flags), reply: f.reply.slice() };
-    this.release(f.requestId, p);
+    if (!this.release(f.requestId, p)) this.held.push(f.requestId);
   }
 
   private onAck(bytes: Uint8Array): void {
@@ -98,7 +103,13 @@ export class SessionClient {
     if (f.epoch < mark.epoch || (f.epoch === mark.epoch && f.seq <= mark.seq)) return;
     mark.epoch = f.epoch;
     mark.seq = f.seq;
-    for (const [id, p] of this.pending) if (p.held) this.release(id, p);
+    while (this.held.length) {
+      const id = this.held[0]!;
+      const p = this.pending.get(id);
+      // Gone (timed out) or released: drop it; otherwise stop at the first still held.
+      if (p?.held && !this.release(id, p)) break;
+      this.held.shift();
+    }
   }
 
   private acked(
@@ -108,15 +119,17 @@ export class SessionClient {
     return mark.epoch >= held.epoch && mark.seq >= held.seq;
   }
 
-  private release(id: string, p: Pending): void {
+  /** Releases the reply if its mode allows it now; true when released. */
+  private release(id: string, p: Pending): boolean {
     const h = p.held!;
     const ok =
       h.mode === ConsistencyCode.async ||
       (this.acked(this.standbyAck, h) &&
         (h.mode !== ConsistencyCode.durable || this.acked(this.logAck, h)));
-    if (!ok) return;
+    if (!ok) return false;
     this.pending.delete(id);
     p.resolve(this.codec.decode(h.reply));
+    return true;
   }
 
   private expire(): void {
