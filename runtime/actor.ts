@@ -20,6 +20,15 @@ export interface TransitionContext {
    * message of type `resultType` with payload `{ result }` or `{ error }`.
    */
   runInWorker(task: string, input: unknown, resultType: string): void;
+  /**
+   * Arms a timer once this transaction commits: after `delayMs` (from
+   * `now()`) the session receives a message of `type` with `payload`. Timers
+   * are replicated: after a failover the new primary fires them on time.
+   * Setting a key again replaces its timer.
+   */
+  setTimer(key: string, delayMs: number, type: string, payload?: unknown): void;
+  /** Disarms the timer `key` (no-op when none is armed). */
+  clearTimer(key: string): void;
 }
 
 /** CPU work off the event loop: a module exporting `tasks`, run on a pool of threads. */

@@ -22,6 +22,7 @@ import { PrimarySession, type SessionControl, type SessionSnapshot } from './pri
 import { ReplicaSession, type ReplicaSource } from './replica-session.ts';
 import { TransitionRunner } from './transition.ts';
 import { decodeFrame, FrameKind } from './wire.ts';
+import { SessionMeta, decodeChanges, emptyMeta, type MetaSnapshot } from './session-meta.ts';
 import { WorkerPool } from './worker-pool.ts';
 import { SessionClient } from './session-client.ts';
 import { stateHash } from './state-hash.ts';
@@ -44,6 +45,8 @@ export interface HostOptions {
   snapshotEvery?: number;
   /** How often pending log frames of async/standby sessions are flushed (default 10 ms). */
   logFlushIntervalMs?: number;
+  /** Unacknowledged commits go out again after this long without a commit (default 20 ms). */
+  retransmitAfterMs?: number;
   /** Fault injection for tests: drop output frames at this host's standbys. */
   dropAtStandby?: (sid: string, seq: number) => boolean;
 }
@@ -94,20 +97,15 @@ export interface Host {
   readDurable(actor: string, sid: string): Promise<SessionSnapshot & { logged: number }>;
   /** Canonical hash of this host's copy of the state. */
   hash(sid: string): string;
+  /** This host's copy of the session's runtime meta: dedup table, armed timers, pending jobs. */
+  meta(sid: string): MetaSnapshot;
   info(sid: string): SessionInfo | undefined;
   /** Stops every session and subscription; closes the connection if the host opened it. Safe twice. */
   close(): Promise<void>;
   [Symbol.asyncDispose](): Promise<void>;
 }
 
-type ControlRequest = {
-  op: 'attach';
-  actor: string;
-  sid: string;
-  epoch: number;
-  seq: number;
-  state: object;
-};
+type ControlRequest = { op: 'attach'; sid: string } & SessionSnapshot;
 
 /**
  * Creates a host on a NATS connection.
@@ -151,7 +149,9 @@ export async function createHost(options: HostOptions): Promise<Host> {
     await snapshots.put(sid, codec.encode(snap));
   };
   const flusher = setInterval(() => {
+    const now = clock.now();
     for (const s of sessions.values()) {
+      if (s.role === 'primary') s.retransmit(now);
       if (s.role === 'primary' && s.log.hasPending) {
         s.log
           .flush()
@@ -174,11 +174,7 @@ export async function createHost(options: HostOptions): Promise<Host> {
     snapshot: () => control(sid, { op: 'snapshot' }),
     ...(options.dropAtStandby ? { drop: (seq: number) => options.dropAtStandby!(sid, seq) } : {}),
   });
-  const startPrimary = (
-    actor: ActorDefinition,
-    sid: string,
-    init: { state: object; seq: number; epoch: number },
-  ) => {
+  const startPrimary = (actor: ActorDefinition, sid: string, init: SessionSnapshot) => {
     // The log calls back into the primary it belongs to, created right after it.
     const ref: { primary?: PrimarySession } = {};
     const sessionLog = new SessionLog(
@@ -187,6 +183,9 @@ export async function createHost(options: HostOptions): Promise<Host> {
       (seq) => ref.primary?.onLogged(seq),
       (err) => onError(new FtmError(`log write of ${sid} failed`, { cause: err })),
     );
+    // A new session starts empty and a restored one from the log: either way
+    // the log holds everything up to init.seq.
+    sessionLog.loggedSeq = init.seq;
     const primary = new PrimarySession(
       nc,
       codec,
@@ -197,8 +196,11 @@ export async function createHost(options: HostOptions): Promise<Host> {
       onError,
       sessionLog,
       (snap) => saveSnapshot(sid, snap),
-      options.snapshotEvery ?? 1000,
       poolFor(actor),
+      {
+        ...(options.snapshotEvery ? { snapshotEvery: options.snapshotEvery } : {}),
+        ...(options.retransmitAfterMs ? { retransmitAfterMs: options.retransmitAfterMs } : {}),
+      },
     );
     ref.primary = primary;
     primary.listen();
@@ -230,18 +232,27 @@ export async function createHost(options: HostOptions): Promise<Host> {
     const entry = await snapshots.get(sid);
     let snap: SessionSnapshot = entry?.value.length
       ? (codec.decode(entry.value) as SessionSnapshot)
-      : { actor: actorName, state: actor.initialState(undefined), seq: 0, epoch: 1 };
+      : {
+          actor: actorName,
+          state: actor.initialState(undefined),
+          seq: 0,
+          epoch: 1,
+          meta: emptyMeta(),
+        };
     const runner = new TransitionRunner(actor, sid, () => clock.now());
+    const meta = new SessionMeta(snap.meta);
     let state = freeze(snap.state, true);
     let logged = 0;
     for (const bytes of await log.read(sid, snap.seq)) {
       const f = decodeFrame(bytes);
       if (f.kind !== FrameKind.commit || f.seq !== snap.seq + 1) continue;
-      if (f.patches.length) state = runner.apply(state, codec.decode(f.patches) as never);
+      const changes = decodeChanges(codec, f.flags, f.patches);
+      if (changes.patches.length) state = runner.apply(state, changes.patches);
+      meta.recordFrame(f, changes.effects);
       snap = { ...snap, seq: f.seq, epoch: Math.max(snap.epoch, f.epoch) };
       logged++;
     }
-    return { ...snap, state, logged };
+    return { ...snap, state, meta: meta.snapshot(), logged };
   };
 
   const actorNamed = (name: string): ActorDefinition => {
@@ -324,6 +335,7 @@ export async function createHost(options: HostOptions): Promise<Host> {
         state: freeze(actor.initialState(opts.init), true),
         seq: 0,
         epoch: 1,
+        meta: emptyMeta(),
       };
       return serveWithStandby(actor, sid, init, opts.standby);
     },
@@ -339,6 +351,7 @@ export async function createHost(options: HostOptions): Promise<Host> {
         state: durable.state,
         seq: durable.seq,
         epoch: durable.epoch + 1,
+        meta: durable.meta,
       };
       return serveWithStandby(actorNamed(actorName), sid, init, opts.standby);
     },
@@ -357,6 +370,7 @@ export async function createHost(options: HostOptions): Promise<Host> {
     },
     state: (sid) => session(sid).state,
     hash: (sid) => stateHash(session(sid).state),
+    meta: (sid) => session(sid).meta.snapshot(),
     info(sid) {
       const s = sessions.get(sid);
       return s && { sid, actor: s.actor.name, role: s.role, epoch: s.epoch, seq: s.seq };

@@ -13,6 +13,7 @@ export type { Host, HostOptions, SessionInfo } from './host.ts';
 export { SessionClient } from './session-client.ts';
 export { connectNats, natsDefaults } from './nats-connect.ts';
 export { stateHash } from './state-hash.ts';
+export type { MetaSnapshot, Effect } from './session-meta.ts';
 export { subjects } from './subjects.ts';
 export { systemClock } from './clock.ts';
 export type { Clock } from './clock.ts';

@@ -4,7 +4,15 @@ import type { ValueCodec } from './codec.ts';
 import { errorToWire, FtmError, HandlerError } from './errors.ts';
 import { subjects } from './subjects.ts';
 import type { SessionLog } from './durable-log.ts';
-import { TransitionRunner, type WorkerJob } from './transition.ts';
+import { TransitionRunner } from './transition.ts';
+import {
+  SessionMeta,
+  encodeChanges,
+  type Effect,
+  type Job,
+  type MetaSnapshot,
+  type Timer,
+} from './session-meta.ts';
 import type { WorkerPool } from './worker-pool.ts';
 import {
   AckSource,
@@ -17,8 +25,22 @@ import {
   encodeRefusal,
 } from './wire.ts';
 
-/** What a replica or a restore needs to start from: a state at a seq. */
-export type SessionSnapshot = { actor: string; state: object; seq: number; epoch: number };
+/** What a replica or a restore needs to start from: a state at a seq, with the runtime's meta. */
+export type SessionSnapshot = {
+  actor: string;
+  state: object;
+  seq: number;
+  epoch: number;
+  meta: MetaSnapshot;
+};
+
+/** Tuning of a primary; the host passes its options down. */
+export type PrimaryOptions = {
+  /** A snapshot every this many commits (default 1000). */
+  snapshotEvery?: number;
+  /** Unacknowledged commits are sent again after this long without a commit (default 20 ms). */
+  retransmitAfterMs?: number;
+};
 
 /** Control requests served by a session's primary on `ftm.s.<sid>.ctl`. */
 export type SessionControl = { op: 'flush' } | { op: 'snapshot' };
@@ -43,26 +65,39 @@ export class PrimarySession {
   private flushScheduled = false;
   private sinceSnapshot = 0;
   private snapshotting: Promise<number> | undefined;
-  /** Recent replies by request id: a repeated request is answered, not applied again. */
-  private readonly replies = new Map<string, { flags: number; seq: number; reply: Uint8Array }>();
+  /** Dedup table, timers and jobs: replicated with every commit. */
+  readonly meta: SessionMeta;
+  private readonly armed = new Map<string, NodeJS.Timeout>();
+  private acks: Subscription | undefined;
+  /** Commits the standby has not acknowledged yet, oldest first: sent again if it stays silent. */
+  private readonly unacked: { seq: number; frame: Uint8Array }[] = [];
+  /** Highest seq the standby acknowledged in this epoch. */
+  standbyAcked: number;
+  private lastSentAt = 0;
+  private retransmitBackoff = 1;
+  private readonly snapshotEvery: number;
+  private readonly retransmitAfterMs: number;
 
   constructor(
     private readonly nc: NatsConnection,
     private readonly codec: ValueCodec,
     readonly actor: ActorDefinition,
     readonly sid: string,
-    init: { state: object; seq: number; epoch: number },
-    now: () => number,
+    init: { state: object; seq: number; epoch: number; meta: MetaSnapshot },
+    private readonly now: () => number,
     private readonly onError: (err: FtmError) => void,
     readonly log: SessionLog,
     private readonly saveSnapshot: (snap: SessionSnapshot) => Promise<void>,
-    private readonly snapshotEvery = 1000,
-    private readonly workers?: WorkerPool,
-    private readonly dedupSize = 1024,
+    private readonly workers: WorkerPool | undefined,
+    options: PrimaryOptions = {},
   ) {
     this.state = init.state;
     this.seq = init.seq;
     this.epoch = init.epoch;
+    this.standbyAcked = init.seq;
+    this.meta = new SessionMeta(init.meta);
+    this.snapshotEvery = options.snapshotEvery ?? 1000;
+    this.retransmitAfterMs = options.retransmitAfterMs ?? 20;
     this.runner = new TransitionRunner(actor, sid, now);
     this.flags = ConsistencyCode[actor.consistency];
     this.outSubject = subjects.output(sid);
@@ -84,7 +119,13 @@ export class PrimarySession {
   }
 
   snapshot(): SessionSnapshot {
-    return { actor: this.actor.name, state: this.state, seq: this.seq, epoch: this.epoch };
+    return {
+      actor: this.actor.name,
+      state: this.state,
+      seq: this.seq,
+      epoch: this.epoch,
+      meta: this.meta.snapshot(),
+    };
   }
 
   /**
@@ -119,8 +160,17 @@ export class PrimarySession {
     }
   }
 
-  /** Starts taking inputs. */
+  /**
+   * Starts taking inputs. Timers and jobs recorded before (a restored or
+   * promoted session) are re-armed and re-run now: a timer whose time has
+   * passed fires at once.
+   */
   serve(): void {
+    this.acks = this.nc.subscribe(subjects.ack(this.sid), {
+      callback: (_err, msg) => this.onAck(msg.data),
+    });
+    for (const [key, timer] of this.meta.timers) this.arm(key, timer);
+    for (const [id, job] of this.meta.jobs) this.dispatch(id, job);
     this.inputs = this.nc.subscribe(subjects.input(this.sid), {
       callback: (err, msg) => {
         if (err)
@@ -140,10 +190,15 @@ export class PrimarySession {
       return this.onError(err as FtmError);
     }
     if (frame.kind !== FrameKind.input) return;
-    const seen = this.replies.get(frame.requestId);
+    const seen = this.meta.dedup.get(frame.requestId);
     if (seen) {
       // Encoded only here, on the rare repeat, not on every commit.
-      const flags = seen.flags | CommitFlag.duplicate;
+      let flags = seen.flags | CommitFlag.duplicate;
+      const held =
+        this.flags === ConsistencyCode.durable
+          ? Math.min(this.standbyAcked, this.log.loggedSeq)
+          : this.standbyAcked;
+      if (seen.seq <= held) flags |= CommitFlag.released;
       this.nc.publish(
         this.outSubject,
         encodeCommit(flags, this.epoch, seen.seq, frame.requestId, seen.reply, empty),
@@ -164,18 +219,28 @@ export class PrimarySession {
 
   /**
    * Runs one transaction and publishes it. `requestId` is empty for messages
-   * no client sent (worker results): they commit without a reply.
+   * no client sent (timers, worker results): they commit without a reply.
+   * `done` are effects the message itself settles (the timer that fired, the
+   * job that answered); they are recorded before the handler's own.
    */
-  private commit(requestId: string, type: string, payload: unknown): void {
+  private commit(
+    requestId: string,
+    type: string,
+    payload: unknown,
+    done: readonly Effect[] = [],
+  ): void {
     try {
       const t = this.runner.run(this.state, type, payload, this.seq + 1);
+      const effects = done.length ? [...done, ...t.effects] : t.effects;
       const reply = requestId ? this.codec.encode(t.reply) : empty;
-      const patches = t.patches.length ? this.codec.encode(t.patches) : empty;
+      const changes = encodeChanges(this.codec, t.patches, effects);
       this.state = t.state;
       this.seq += 1;
-      const flags = requestId ? this.flags | CommitFlag.hasReply : this.flags;
-      const commit = encodeCommit(flags, this.epoch, this.seq, requestId, reply, patches);
+      let flags = requestId ? this.flags | CommitFlag.hasReply : this.flags;
+      if (effects.length) flags |= CommitFlag.effects;
+      const commit = encodeCommit(flags, this.epoch, this.seq, requestId, reply, changes);
       this.nc.publish(this.outSubject, commit);
+      this.sent(commit);
       this.log.append(commit);
       if (this.flags === ConsistencyCode.durable) this.flushSoon();
       if (++this.sinceSnapshot >= this.snapshotEvery) {
@@ -183,10 +248,11 @@ export class PrimarySession {
           this.onError(new FtmError(`snapshot of ${this.sid} failed`, { cause: err })),
         );
       }
-      if (requestId) {
-        this.remember(requestId, { flags, seq: this.seq, reply });
-      }
-      if (t.jobs?.length) for (const job of t.jobs) this.dispatch(job);
+      const remembered = requestId
+        ? { flags: flags & ~CommitFlag.effects, seq: this.seq, reply }
+        : undefined;
+      this.meta.record(requestId, remembered, effects);
+      if (effects.length) this.start(effects);
     } catch (err) {
       const e =
         err instanceof FtmError
@@ -204,18 +270,82 @@ export class PrimarySession {
     );
   }
 
+  /** Starts what a commit recorded: arms and disarms timers, runs worker jobs. */
+  private start(effects: readonly Effect[]): void {
+    for (const e of effects) {
+      if (e.op === 'timer') this.arm(e.key, e);
+      else if (e.op === 'cancel') this.disarm(e.key);
+      else if (e.op === 'job') this.dispatch(e.id, e);
+    }
+  }
+
+  private arm(key: string, timer: Timer): void {
+    this.disarm(key);
+    const fire = () => {
+      // Node may fire a millisecond early; a timer never runs before its time.
+      const left = timer.at - this.now();
+      if (left > 0) return void this.armed.set(key, setTimeout(fire, left));
+      this.armed.delete(key);
+      if (this.inputs) this.commit('', timer.type, timer.payload, [{ op: 'cancel', key }]);
+    };
+    this.armed.set(key, setTimeout(fire, Math.max(0, timer.at - this.now())));
+  }
+
+  private disarm(key: string): void {
+    const handle = this.armed.get(key);
+    if (handle === undefined) return;
+    clearTimeout(handle);
+    this.armed.delete(key);
+  }
+
   /** Starts a committed worker job; its result commits as a message of its own. */
-  private dispatch(job: WorkerJob): void {
+  private dispatch(id: string, job: Job): void {
     if (!this.workers) {
       return this.onError(
         new FtmError(`actor ${this.actor.name} has no workers option: job ${job.task} not run`),
       );
     }
+    const done: Effect[] = [{ op: 'done', id }];
     this.workers.run(job.task, job.input).then(
-      (result) => this.inputs && this.commit('', job.resultType, { result }),
+      (result) => this.inputs && this.commit('', job.resultType, { result }, done),
       (err: unknown) =>
-        this.inputs && this.commit('', job.resultType, { error: (err as Error).message }),
+        this.inputs && this.commit('', job.resultType, { error: (err as Error).message }, done),
     );
+  }
+
+  private sent(frame: Uint8Array): void {
+    this.unacked.push({ seq: this.seq, frame });
+    // Beyond this the standby fills the gap from the log instead.
+    if (this.unacked.length > 4096) this.unacked.shift();
+    this.lastSentAt = this.now();
+    this.retransmitBackoff = 1;
+  }
+
+  private onAck(bytes: Uint8Array): void {
+    const f = decodeFrame(bytes);
+    if (f.kind !== FrameKind.ack || f.source !== AckSource.standby || f.epoch !== this.epoch)
+      return;
+    if (f.seq <= this.standbyAcked) return;
+    this.standbyAcked = f.seq;
+    let n = 0;
+    while (n < this.unacked.length && this.unacked[n]!.seq <= f.seq) n++;
+    if (n) this.unacked.splice(0, n);
+  }
+
+  /**
+   * Sends the unacknowledged commits again when the standby stayed silent
+   * for a while after the last commit: a lost last frame has no later frame
+   * to reveal the gap. Backs off while the standby stays silent. The host
+   * calls this on its sweep; returns how many frames went out.
+   */
+  retransmit(now: number): number {
+    if (!this.unacked.length || !this.inputs) return 0;
+    if (now - this.lastSentAt < this.retransmitAfterMs * this.retransmitBackoff) return 0;
+    this.lastSentAt = now;
+    this.retransmitBackoff = Math.min(this.retransmitBackoff * 2, 64);
+    const frames = this.unacked.slice(0, 256);
+    for (const { frame } of frames) this.nc.publish(this.outSubject, frame);
+    return frames.length;
   }
 
   /** Durable mode: one log flush per burst of commits. */
@@ -228,21 +358,14 @@ export class PrimarySession {
     });
   }
 
-  private remember(
-    requestId: string,
-    entry: { flags: number; seq: number; reply: Uint8Array },
-  ): void {
-    this.replies.set(requestId, entry);
-    if (this.replies.size > this.dedupSize) {
-      const oldest = this.replies.keys().next().value;
-      if (oldest !== undefined) this.replies.delete(oldest);
-    }
-  }
-
   close(): void {
     this.inputs?.unsubscribe();
     this.control?.unsubscribe();
+    this.acks?.unsubscribe();
     this.inputs = undefined;
     this.control = undefined;
+    this.acks = undefined;
+    for (const handle of this.armed.values()) clearTimeout(handle);
+    this.armed.clear();
   }
 }

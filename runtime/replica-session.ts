@@ -1,10 +1,11 @@
-import { freeze, type Patch } from 'immer';
+import { freeze } from 'immer';
 import type { NatsConnection, Subscription } from '@nats-io/transport-node';
 import type { ActorDefinition } from './actor.ts';
 import type { ValueCodec } from './codec.ts';
 import { CorruptPatchError, FtmError, StaleEpochError } from './errors.ts';
 import { subjects } from './subjects.ts';
 import { TransitionRunner } from './transition.ts';
+import { SessionMeta, decodeChanges, type MetaSnapshot } from './session-meta.ts';
 import {
   AckSource,
   CommitFlag,
@@ -19,7 +20,7 @@ export interface ReplicaSource {
   /** Asks the primary to flush its log, then reads the logged frames after `seq`. */
   logAfter(seq: number): Promise<Uint8Array[]>;
   /** The primary's current state. */
-  snapshot(): Promise<{ state: object; seq: number; epoch: number }>;
+  snapshot(): Promise<{ state: object; seq: number; epoch: number; meta: MetaSnapshot }>;
   /** Fault injection for tests: true drops the frame as if the network lost it. */
   drop?(seq: number): boolean;
 }
@@ -35,6 +36,8 @@ export class ReplicaSession {
   state: object;
   seq: number;
   epoch: number;
+  /** Dedup table, timers and jobs, kept by applying the same commits as the primary. */
+  meta: SessionMeta;
   private readonly runner: TransitionRunner;
   private readonly early = new Map<number, CommitFrame>();
   /** Inputs seen but not yet covered by a commit, in arrival order (bounded). */
@@ -48,7 +51,7 @@ export class ReplicaSession {
     private readonly codec: ValueCodec,
     readonly actor: ActorDefinition,
     readonly sid: string,
-    init: { state: object; seq: number; epoch: number },
+    init: { state: object; seq: number; epoch: number; meta: MetaSnapshot },
     private readonly onError: (err: FtmError) => void,
     private readonly source: ReplicaSource,
     private readonly maxUncovered = 10_000,
@@ -56,6 +59,7 @@ export class ReplicaSession {
     this.state = init.state;
     this.seq = init.seq;
     this.epoch = init.epoch;
+    this.meta = new SessionMeta(init.meta);
     this.runner = new TransitionRunner(actor, sid, () => 0);
   }
 
@@ -65,6 +69,9 @@ export class ReplicaSession {
       this.nc.subscribe(subjects.output(this.sid), { callback: (_e, m) => this.onOutput(m.data) }),
       this.nc.subscribe(subjects.input(this.sid), { callback: (_e, m) => this.onInput(m.data) }),
     );
+    // Acknowledge the state we start from: a repeat answered from the dedup
+    // table before the next commit is released on it.
+    this.scheduleAck();
     await this.nc.flush();
   }
 
@@ -104,7 +111,8 @@ export class ReplicaSession {
         ),
       );
     }
-    if (f.seq <= this.seq) return;
+    // Already applied: a retransmit, maybe because our ack was lost. Ack again.
+    if (f.seq <= this.seq) return this.scheduleAck();
     if (this.source.drop?.(f.seq)) return;
     if (f.seq > this.seq + 1) {
       // Held back until the gap before it is filled from the log.
@@ -146,6 +154,7 @@ export class ReplicaSession {
             this.state = freeze(snap.state, true);
             this.seq = snap.seq;
             this.epoch = Math.max(this.epoch, snap.epoch);
+            this.meta = new SessionMeta(snap.meta);
             this.scheduleAck();
           }
           this.drainEarly();
@@ -163,12 +172,11 @@ export class ReplicaSession {
   }
 
   private apply(f: CommitFrame): boolean {
+    let effects;
     try {
-      if (f.patches.length) {
-        const patches = this.codec.decode(f.patches) as Patch[];
-        if (!Array.isArray(patches)) throw new Error('patches are not a list');
-        this.state = this.runner.apply(this.state, patches);
-      }
+      const changes = decodeChanges(this.codec, f.flags, f.patches);
+      if (changes.patches.length) this.state = this.runner.apply(this.state, changes.patches);
+      effects = changes.effects;
     } catch (err) {
       this.onError(
         new CorruptPatchError(
@@ -180,6 +188,7 @@ export class ReplicaSession {
     }
     this.seq = f.seq;
     this.epoch = f.epoch;
+    this.meta.recordFrame(f, effects);
     this.uncovered.delete(f.requestId);
     this.scheduleAck();
     return true;

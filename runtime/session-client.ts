@@ -5,6 +5,7 @@ import { ClosedError, RequestTimeoutError, errorFromWire, type WireError } from 
 import { subjects } from './subjects.ts';
 import {
   AckSource,
+  CommitFlag,
   ConsistencyCode,
   FrameKind,
   consistencyOf,
@@ -17,7 +18,7 @@ type Pending = {
   reject: (e: Error) => void;
   deadline: number;
   /** Set once the commit arrived; the reply waits here until its release condition holds. */
-  held?: { seq: number; epoch: number; mode: number; reply: Uint8Array };
+  held?: { seq: number; epoch: number; mode: number; released: boolean; reply: Uint8Array };
 };
 
 /**
@@ -92,7 +93,13 @@ export class SessionClient {
       this.pending.delete(f.requestId);
       return p.reject(errorFromWire(this.codec.decode(f.error) as WireError));
     }
-    p.held = { seq: f.seq, epoch: f.epoch, mode: consistencyOf(f.flags), reply: f.reply.slice() };
+    p.held = {
+      seq: f.seq,
+      epoch: f.epoch,
+      mode: consistencyOf(f.flags),
+      released: (f.flags & CommitFlag.released) !== 0,
+      reply: f.reply.slice(),
+    };
     if (!this.release(f.requestId, p)) this.held.push(f.requestId);
   }
 
@@ -124,6 +131,7 @@ export class SessionClient {
     const h = p.held!;
     const ok =
       h.mode === ConsistencyCode.async ||
+      h.released ||
       (this.acked(this.standbyAck, h) &&
         (h.mode !== ConsistencyCode.durable || this.acked(this.logAck, h)));
     if (!ok) return false;

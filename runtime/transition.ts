@@ -1,7 +1,8 @@
 import { Immer, enableMapSet, enablePatches, isDraft, current, type Patch } from 'immer';
 import type { ActorDefinition, TransitionContext } from './actor.ts';
 import { adapterOf, runAdapter, type AdapterHooks } from './adapter.ts';
-import { HandlerError, UnknownMessageTypeError } from './errors.ts';
+import { HandlerError, InvalidArgumentError, UnknownMessageTypeError } from './errors.ts';
+import type { Effect } from './session-meta.ts';
 
 enablePatches();
 enableMapSet();
@@ -11,11 +12,9 @@ export interface Transition {
   readonly state: object;
   readonly patches: Patch[];
   readonly reply: unknown;
-  /** Worker jobs to start now that the transaction committed. */
-  readonly jobs?: readonly WorkerJob[];
+  /** Timers and worker jobs to start now that the transaction committed; replicated. */
+  readonly effects: Effect[];
 }
-
-export type WorkerJob = { task: string; input: unknown; resultType: string };
 
 /** A small, fast, seedable PRNG (mulberry32) so `ctx.random()` replays identically. */
 function mulberry32(seed: number): () => number {
@@ -71,9 +70,25 @@ export class TransitionRunner {
         `actor ${this.actor.name} has no handler for ${JSON.stringify(type)}`,
       );
     const at = this.now();
-    const jobs: WorkerJob[] = [];
+    const effects: Effect[] = [];
+    let jobs = 0;
     const ctx: TransitionContext = {
-      runInWorker: (task, input, resultType) => void jobs.push({ task, input, resultType }),
+      runInWorker: (task, input, resultType) =>
+        void effects.push({ op: 'job', id: `${seq}.${jobs++}`, task, input, resultType }),
+      setTimer: (key, delayMs, timerType, timerPayload) => {
+        if (typeof key !== 'string' || !(delayMs >= 0))
+          throw new InvalidArgumentError(
+            `setTimer(${key}, ${delayMs}): a string key and a delay >= 0`,
+          );
+        effects.push({
+          op: 'timer',
+          key,
+          at: at + delayMs,
+          type: timerType,
+          payload: timerPayload,
+        });
+      },
+      clearTimer: (key) => void effects.push({ op: 'cancel', key }),
       sid: this.sid,
       seq,
       now: () => at,
@@ -86,13 +101,13 @@ export class TransitionRunner {
           this.service = this.adapter.create(undefined);
           this.adapter.setState(this.service, structuredClone(state));
         }
-        return { ...runAdapter(this.adapter, this.service, state, type, payload, ctx), jobs };
+        return { ...runAdapter(this.adapter, this.service, state, type, payload, ctx), effects };
       }
       const [next, patches] = this.immer.produceWithPatches(state, (draft: any) => {
         const r = handler(draft, payload, ctx);
         reply = isDraft(r) ? current(r) : r;
       });
-      return { state: next, patches, reply, jobs };
+      return { state: next, patches, reply, effects };
     } catch (err) {
       throw new HandlerError(
         `handler ${this.actor.name}.${type} threw: ${(err as Error)?.message ?? String(err)}`,

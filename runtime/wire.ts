@@ -26,6 +26,13 @@ export const CommitFlag = {
   hasReply: 1 << 2,
   /** A re-sent reply for a request already applied: no patches, replicas ignore it. */
   duplicate: 1 << 3,
+  /** The changes are `[patches, effects]` (timers, worker jobs), not the patch list alone. */
+  effects: 1 << 4,
+  /**
+   * On a duplicate: the primary knows the standby (and in durable mode the
+   * log) already holds this seq, so the reply may be released at once.
+   */
+  released: 1 << 5,
 } as const;
 
 /** Who acknowledged a seq. */
