@@ -1,5 +1,5 @@
 /**
- * Benchmarks. `npm run bench -- replication [--quick] [--json]`
+ * Benchmarks. `npm run bench -- replication|codec [--quick] [--json]`
  *
  * replication: request -> transaction -> released reply latency through the
  * host API per consistency mode, next to a raw NATS request/reply measured in
@@ -11,6 +11,7 @@ import { parseArgs } from 'node:util';
 import { connect } from '@nats-io/transport-node';
 import { startNatsServer } from '../infra/index.ts';
 import { createHost, defineActor } from '../runtime/index.ts';
+import { formatCodecReport, runCodecBench, type CodecReport } from './codec.ts';
 
 const { positionals, values } = parseArgs({
   allowPositionals: true,
@@ -100,7 +101,14 @@ async function replication(): Promise<Record<string, unknown>> {
   }
 }
 
-const benches: Record<string, () => Promise<Record<string, unknown>>> = { replication };
+const benches: Record<string, () => Promise<Record<string, unknown>>> = {
+  replication,
+  codec: () => Promise.resolve().then(() => runCodecBench({ quick: values.quick === true })),
+};
+// Benchmarks that print a table; the others print one line per figure.
+const tables: Record<string, (r: Record<string, unknown>) => string> = {
+  codec: (r) => formatCodecReport(r as CodecReport, values.quick === true),
+};
 const name = positionals[0] ?? 'replication';
 const bench = benches[name];
 if (!bench) {
@@ -109,7 +117,10 @@ if (!bench) {
 } else {
   bench()
     .then((r) => {
-      if (!values.json) for (const [k, v] of Object.entries(r)) console.log(k, JSON.stringify(v));
+      const table = tables[name];
+      if (!values.json && table) console.log(table(r));
+      else if (!values.json)
+        for (const [k, v] of Object.entries(r)) console.log(k, JSON.stringify(v));
       if (values.json)
         console.log(JSON.stringify({ bench: name, quick: values.quick === true, ...r }));
     })

@@ -14,9 +14,9 @@ import {
   errorToWire,
   type WireError,
 } from './errors.ts';
-import { Kvm } from '@nats-io/kv';
 import { freeze } from 'immer';
 import { DurableLog, SessionLog } from './durable-log.ts';
+import { SnapshotStore } from './snapshot-store.ts';
 import { connectNats } from './nats-connect.ts';
 import { PrimarySession, type SessionControl, type SessionSnapshot } from './primary-session.ts';
 import { ReplicaSession, type ReplicaSource } from './replica-session.ts';
@@ -26,7 +26,7 @@ import { SessionMeta, decodeChanges, emptyMeta, type MetaSnapshot } from './sess
 import { WorkerPool } from './worker-pool.ts';
 import { SessionClient } from './session-client.ts';
 import { stateHash } from './state-hash.ts';
-import { assertId, storeNames, subjects } from './subjects.ts';
+import { assertId, subjects } from './subjects.ts';
 
 /** Options of {@link createHost}. */
 export interface HostOptions {
@@ -141,9 +141,10 @@ export async function createHost(options: HostOptions): Promise<Host> {
   };
   let closed = false;
   const log = await DurableLog.open(nc, options.jetstreamReplicas ?? 1);
-  const snapshots = await new Kvm(nc).create(storeNames.snapshots, {
+  const snapshots = await SnapshotStore.open(nc, {
     replicas: options.jetstreamReplicas ?? 1,
-    history: 1,
+    clock,
+    onError,
   });
   const saveSnapshot = async (sid: string, snap: SessionSnapshot) => {
     await snapshots.put(sid, codec.encode(snap));
@@ -229,9 +230,9 @@ export async function createHost(options: HostOptions): Promise<Host> {
   };
   const readDurable = async (actorName: string, sid: string) => {
     const actor = actorNamed(actorName);
-    const entry = await snapshots.get(sid);
-    let snap: SessionSnapshot = entry?.value.length
-      ? (codec.decode(entry.value) as SessionSnapshot)
+    const stored = await snapshots.get(sid);
+    let snap: SessionSnapshot = stored
+      ? (codec.decode(stored) as SessionSnapshot)
       : {
           actor: actorName,
           state: actor.initialState(undefined),
