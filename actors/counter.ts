@@ -15,3 +15,11 @@ export const counter = defineActor({
     get: (state) => state.value,
   },
 });
+
+/** The counter in `durable` mode: a reply is released once the log holds it too. */
+export const ledger = defineActor({
+  name: 'ledger',
+  consistency: 'durable',
+  initialState: counter.initialState,
+  handlers: counter.handlers,
+});

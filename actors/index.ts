@@ -1,5 +1,5 @@
-export { counter } from './counter.ts';
-import { counter } from './counter.ts';
+export { counter, ledger } from './counter.ts';
+import { counter, ledger } from './counter.ts';
 
 /** Every example actor, for hosts started from the command line. */
-export const exampleActors = [counter] as const;
+export const exampleActors = [counter, ledger] as const;

@@ -2,7 +2,7 @@
  * The ftmesh command line.
  *
  *   ftmesh demo [--nats URL]            a primary and a standby change state and compare it
- *   ftmesh host --nats URL [--id ID]    runs a host with the example actors until SIGTERM
+ *   ftmesh host --nats URL [--id ID]    runs a host with the example actors; SIGTERM drains it, then it exits
  */
 import { parseArgs } from 'node:util';
 import { exampleActors } from '../actors/index.ts';
@@ -52,6 +52,9 @@ async function host(): Promise<void> {
     process.once('SIGTERM', resolve);
     process.once('SIGINT', resolve);
   });
+  // A planned stop: hand every session over before leaving, so no client notices.
+  const report = await h.drain();
+  console.log(`drained ${JSON.stringify(report)}`);
   await h.close();
 }
 

@@ -84,6 +84,7 @@ export class DurableLog {
 export class SessionLog {
   private pending: Uint8Array[] = [];
   private pendingBytes = 0;
+  private discarded = false;
   private chain: Promise<void> = Promise.resolve();
   /** Highest seq the log is known to hold. */
   loggedSeq = 0;
@@ -102,9 +103,17 @@ export class SessionLog {
   }
 
   append(frame: Uint8Array): void {
+    if (this.discarded) return;
     this.pending.push(frame);
     this.pendingBytes += frame.length;
     if (this.pendingBytes >= maxBatchBytes) void this.flush();
+  }
+
+  /** Drops what is pending and refuses later appends: a fenced primary writes nothing more. */
+  discard(): void {
+    this.discarded = true;
+    this.pending = [];
+    this.pendingBytes = 0;
   }
 
   /** Resolves once every frame appended before the call is in the log; returns the logged seq. */

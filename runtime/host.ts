@@ -27,6 +27,9 @@ import { WorkerPool } from './worker-pool.ts';
 import { SessionClient } from './session-client.ts';
 import { stateHash } from './state-hash.ts';
 import { assertId, subjects } from './subjects.ts';
+import { Membership, connectionName, type DownCause, type HostLoad } from './membership.ts';
+import { Ownership, type OwnerRecord } from './ownership.ts';
+import { preciseNow, rendezvous, type FailoverCause, type FailoverRecord } from './failover.ts';
 
 /** Options of {@link createHost}. */
 export interface HostOptions {
@@ -49,6 +52,40 @@ export interface HostOptions {
   retransmitAfterMs?: number;
   /** Fault injection for tests: drop output frames at this host's standbys. */
   dropAtStandby?: (sid: string, seq: number) => boolean;
+  /**
+   * Most sessions (primaries + standbys) this host takes when sessions are
+   * placed (default 10,000); 0 makes it a client that serves nothing.
+   */
+  capacity?: number;
+  /** Heartbeat period (default 5 ms). */
+  heartbeatIntervalMs?: number;
+  /** A host silent this long is down (default 20 ms). */
+  heartbeatTimeoutMs?: number;
+  /** Watch the server's disconnect advisories (default true; needs the $SYS import, see infra/). */
+  advisories?: boolean;
+  /**
+   * Take over, restore and re-protect the sessions of hosts found down
+   * (default true). False leaves that to other hosts: tests of a manual
+   * restore use it.
+   */
+  failover?: boolean;
+}
+
+/** What {@link Host.drain} moved. */
+export interface DrainReport {
+  primaries: number;
+  standbys: number;
+  /** Per moved primary: from inputs stopped to the new primary serving, in ms. */
+  handoffMs: number[];
+}
+
+/** Another host's copy of a session, from {@link Host.inspect}. */
+export interface Inspection {
+  info: SessionInfo;
+  hash: string;
+  meta: MetaSnapshot;
+  /** The failovers of this session that host took part in as the new primary. */
+  failovers: FailoverRecord[];
 }
 
 /** What a host knows of one of its sessions. */
@@ -64,15 +101,39 @@ export interface SessionInfo {
 export interface Host {
   readonly id: string;
   /**
-   * Opens a new session with this host as primary and `standby` as its hot
-   * standby; resolves once the standby holds the initial state and the
-   * primary takes inputs.
+   * Opens a new session with this host as primary and `standby` (default:
+   * the live host with the most room) as its hot standby; resolves once the
+   * standby holds the initial state and the primary takes inputs.
+   * @throws SessionExistsError when the session exists anywhere on the mesh
    */
   openSession(
     actor: string,
     sid: string,
-    options: { standby: string; init?: unknown },
+    options?: { standby?: string; init?: unknown },
   ): Promise<SessionInfo>;
+  /**
+   * Opens a new session on the live host with the most room (maybe this
+   * one), its standby on another; resolves with the ownership record.
+   */
+  placeSession(
+    actor: string,
+    sid: string,
+    options?: { init?: unknown; primary?: string; standby?: string },
+  ): Promise<OwnerRecord>;
+  /**
+   * Planned handoff (a deploy, a scale-down): moves every primary of this
+   * host to its standby and every standby to another host, then takes no new
+   * sessions. Resolves with what moved and how long each handoff took.
+   */
+  drain(): Promise<DrainReport>;
+  /** The failovers this host took part in as the new primary, oldest first. */
+  failovers(): readonly FailoverRecord[];
+  /** The ownership record of a session as this host last saw it. */
+  owner(sid: string): OwnerRecord | undefined;
+  /** Live hosts this host hears, itself included. */
+  liveHosts(): string[];
+  /** Asks another host for its copy of a session: info, hash and meta. */
+  inspect(hostId: string, sid: string): Promise<Inspection>;
   /** Sends a request to a session (anywhere on the mesh); resolves with the released reply. */
   request(
     sid: string,
@@ -105,7 +166,13 @@ export interface Host {
   [Symbol.asyncDispose](): Promise<void>;
 }
 
-type ControlRequest = { op: 'attach'; sid: string } & SessionSnapshot;
+type ControlRequest =
+  | ({ op: 'attach'; sid: string } & SessionSnapshot)
+  | { op: 'open'; actor: string; sid: string; standby?: string; init?: unknown }
+  | { op: 'promote'; sid: string; from: string }
+  | { op: 'reprotect'; sid: string; exclude: string[] }
+  | { op: 'detach'; sid: string }
+  | { op: 'inspect'; sid: string };
 
 /**
  * Creates a host on a NATS connection.
@@ -120,7 +187,7 @@ export async function createHost(options: HostOptions): Promise<Host> {
   const owned = typeof options.nats === 'string';
   const nc =
     typeof options.nats === 'string'
-      ? await connectNats(options.nats, { name: `ftm-host-${hostId}` })
+      ? await connectNats(options.nats, { name: connectionName(hostId) })
       : options.nats;
   const codec = createValueCodec();
   const clock = options.clock ?? systemClock;
@@ -204,6 +271,7 @@ export async function createHost(options: HostOptions): Promise<Host> {
       },
     );
     ref.primary = primary;
+    primary.onFenced = (epoch) => fenced(sid, primary, epoch);
     primary.listen();
     sessions.set(sid, primary);
     return primary;
@@ -244,9 +312,19 @@ export async function createHost(options: HostOptions): Promise<Host> {
     const meta = new SessionMeta(snap.meta);
     let state = freeze(snap.state, true);
     let logged = 0;
-    for (const bytes of await log.read(sid, snap.seq)) {
-      const f = decodeFrame(bytes);
-      if (f.kind !== FrameKind.commit || f.seq !== snap.seq + 1) continue;
+    const frames = (await log.read(sid, snap.seq)).map((bytes) => decodeFrame(bytes));
+    // A fenced primary may have logged frames after its successor took over:
+    // a frame is void when a later epoch starts at or before its seq.
+    const epochStarts = new Map<number, number>();
+    for (const f of frames)
+      if (f.kind === FrameKind.commit && !(f.seq >= (epochStarts.get(f.epoch) ?? Infinity)))
+        epochStarts.set(f.epoch, f.seq);
+    const voided = (epoch: number, seq: number) => {
+      for (const [e, start] of epochStarts) if (e > epoch && start <= seq) return true;
+      return false;
+    };
+    for (const f of frames) {
+      if (f.kind !== FrameKind.commit || f.seq !== snap.seq + 1 || voided(f.epoch, f.seq)) continue;
       const changes = decodeChanges(codec, f.flags, f.patches);
       if (changes.patches.length) state = runner.apply(state, changes.patches);
       meta.recordFrame(f, changes.effects);
@@ -270,27 +348,356 @@ export async function createHost(options: HostOptions): Promise<Host> {
     return s;
   };
 
+  const request = async (to: string, req: ControlRequest, timeoutMs = 5_000): Promise<any> => {
+    const reply = await nc.request(subjects.hostControl(to), codec.encode(req), {
+      timeout: timeoutMs,
+    });
+    const answer = codec.decode(reply.data) as { error?: WireError };
+    if (answer.error) throw errorFromWire(answer.error);
+    return answer;
+  };
+
+  // ---- membership, ownership, failover --------------------------------------------------
+
+  const capacity = options.capacity ?? 10_000;
+  let draining = false;
+  const history: FailoverRecord[] = [];
+  /** Sessions being promoted, restored or re-protected here: one change at a time per session. */
+  const busy = new Set<string>();
+  const load = (): HostLoad => {
+    let primaries = 0;
+    for (const s of sessions.values()) if (s.role === 'primary') primaries++;
+    return { primaries, standbys: sessions.size - primaries, capacity, draining };
+  };
+
+  /** Changes a session's record by compare-and-swap; gives up when `change` returns undefined. */
+  const updateRecord = async (
+    sid: string,
+    change: (r: OwnerRecord) => OwnerRecord | undefined,
+  ): Promise<OwnerRecord | undefined> => {
+    let owned = ownership.view.get(sid) ?? (await ownership.get(sid));
+    for (let attempt = 0; owned && attempt < 5; attempt++) {
+      const next = change(owned.record);
+      if (!next) return undefined;
+      if ((await ownership.swap(sid, next, owned.revision)) !== undefined) return next;
+      owned = await ownership.get(sid);
+    }
+    return undefined;
+  };
+
+  const fenced = (sid: string, primary: PrimarySession, epoch: number) => {
+    if (sessions.get(sid) === primary) sessions.delete(sid);
+    if (!draining)
+      onError(
+        new FtmError(
+          `${sid}: epoch ${epoch} exists, this host stopped serving epoch ${primary.epoch}`,
+        ),
+      );
+  };
+
+  const pickStandby = (exclude: Iterable<string>): string | undefined =>
+    membership.pick(new Set([hostId, ...exclude]));
+
+  /**
+   * Gives a primary a (new) hot standby: attaches it with the current state
+   * and records it. Without a live host with room the session goes on
+   * unprotected: the log stands in for the standby.
+   */
+  const protect = async (
+    primary: PrimarySession,
+    exclude: Iterable<string>,
+  ): Promise<string | undefined> => {
+    const old = primary.standbyHost;
+    const standby = pickStandby(exclude);
+    if (standby) {
+      try {
+        await attachStandby(standby, primary.actor, primary.sid, primary.snapshot());
+      } catch (err) {
+        onError(new FtmError(`${primary.sid}: standby ${standby} refused`, { cause: err }));
+        return undefined;
+      }
+    }
+    if (primary.isFenced) return undefined;
+    primary.standbyHost = standby ?? '';
+    await updateRecord(primary.sid, (r) =>
+      r.primary === hostId && r.epoch === primary.epoch
+        ? { ...r, standby: standby ?? '' }
+        : undefined,
+    );
+    if (old && old !== standby && membership.isLive(old))
+      request(old, { op: 'detach', sid: primary.sid }).catch(() => undefined);
+    return standby;
+  };
+
+  /**
+   * Takes over a session this host is the standby of, in epoch + 1. Only the
+   * compare-and-swap on the ownership record decides: exactly one winner.
+   */
+  const promote = async (
+    sid: string,
+    cause: FailoverCause,
+    detectedAt: number,
+    from: string,
+  ): Promise<FailoverRecord | undefined> => {
+    const replica = sessions.get(sid);
+    if (replica?.role !== 'standby' || busy.has(sid)) return undefined;
+    busy.add(sid);
+    try {
+      const record = await updateRecord(sid, (r) =>
+        r.primary === from && r.standby === hostId
+          ? { ...r, primary: hostId, standby: '', epoch: Math.max(r.epoch, replica.epoch) + 1 }
+          : undefined,
+      );
+      if (!record || sessions.get(sid) !== replica) return undefined;
+      const rec: FailoverRecord = {
+        sid,
+        cause,
+        from,
+        to: hostId,
+        epoch: record.epoch,
+        seq: replica.seq,
+        detectedAt,
+        promotedAt: preciseNow(),
+        replayed: 0,
+      };
+      // From here on, in one synchronous block: the state we start from, and
+      // the inputs no commit covered, queued until the primary serves.
+      const init = {
+        actor: replica.actor.name,
+        state: replica.state,
+        seq: replica.seq,
+        epoch: record.epoch,
+        meta: replica.meta.snapshot(),
+      };
+      rec.seq = init.seq;
+      const queued: Uint8Array[] = [];
+      let target: PrimarySession | undefined;
+      const inputs = replica.takeOver((bytes) =>
+        target ? target.onInput(bytes) : queued.push(bytes),
+      );
+      const primary = startPrimary(replica.actor, sid, init);
+      // The log may lack the old primary's last frames: until a snapshot
+      // covers them, only what this epoch logs counts as logged.
+      primary.log.loggedSeq = 0;
+      const standby = pickStandby([from]);
+      if (standby) {
+        try {
+          await attachStandby(standby, replica.actor, sid, init);
+          primary.standbyHost = standby;
+        } catch (err) {
+          onError(new FtmError(`${sid}: standby ${standby} refused`, { cause: err }));
+        }
+      }
+      primary.onNextReply = (at) => (rec.firstReplyAt = at);
+      primary.serve();
+      target = primary;
+      for (const bytes of inputs) primary.onInput(bytes);
+      for (const bytes of queued) primary.onInput(bytes);
+      rec.replayed = inputs.length + queued.length;
+      rec.replayedAt = preciseNow();
+      history.push(rec);
+      // Our own input subscription is on the server once this flush returns.
+      await nc.flush();
+      replica.close();
+      await updateRecord(sid, (r) =>
+        r.primary === hostId && r.epoch === record.epoch
+          ? { ...r, standby: primary.standbyHost }
+          : undefined,
+      );
+      rec.standby = primary.standbyHost;
+      if (primary.standbyHost) rec.reprotectedAt = preciseNow();
+      // A snapshot covers whatever the old primary never logged; then it counts as logged.
+      primary
+        .snapshotNow()
+        .then((seq) => primary.onLogged(seq))
+        .catch((err: unknown) =>
+          onError(new FtmError(`${sid}: snapshot after promotion`, { cause: err })),
+        );
+      return rec;
+    } finally {
+      busy.delete(sid);
+    }
+  };
+
+  /** Primary and standby are both gone: restore from snapshot + log, if this host is the one chosen. */
+  const restoreIfChosen = (sid: string, record: OwnerRecord, detectedAt: number) => {
+    if (!actors.has(record.actor) || capacity === 0 || draining || busy.has(sid)) return;
+    const candidates = [hostId];
+    for (const [id, peer] of membership.peers)
+      if (peer.load.capacity > 0 && !peer.load.draining) candidates.push(id);
+    if (rendezvous(sid, candidates) !== hostId) return;
+    void restore(record.actor, sid, 'restore', detectedAt).catch((err: unknown) =>
+      onError(new FtmError(`${sid}: cold restore failed`, { cause: err })),
+    );
+  };
+
+  const restore = async (
+    actorName: string,
+    sid: string,
+    cause: FailoverCause,
+    detectedAt: number,
+    standbyWanted?: string,
+  ): Promise<FailoverRecord | undefined> => {
+    if (busy.has(sid)) return undefined;
+    busy.add(sid);
+    try {
+      const before = ownership.view.get(sid)?.record ?? (await ownership.get(sid))?.record;
+      const durable = await readDurable(actorName, sid);
+      const epoch = Math.max(durable.epoch, before?.epoch ?? 0) + 1;
+      const next = { actor: actorName, primary: hostId, standby: '', epoch };
+      const claimed = before
+        ? await updateRecord(sid, (r) =>
+            r.epoch === before.epoch && r.primary === before.primary ? next : undefined,
+          )
+        : await ownership.create(sid, next).then(() => next);
+      if (!claimed) return undefined;
+      const rec: FailoverRecord = {
+        sid,
+        cause,
+        from: before?.primary ?? '',
+        to: hostId,
+        epoch,
+        seq: durable.seq,
+        detectedAt,
+        promotedAt: preciseNow(),
+        replayed: 0,
+      };
+      const primary = startPrimary(actorNamed(actorName), sid, {
+        actor: actorName,
+        state: durable.state,
+        seq: durable.seq,
+        epoch,
+        meta: durable.meta,
+      });
+      primary.onNextReply = (at) => (rec.firstReplyAt = at);
+      const exclude = [before?.primary ?? '', before?.standby ?? ''];
+      const standby =
+        standbyWanted && standbyWanted !== hostId ? standbyWanted : pickStandby(exclude);
+      if (standby) {
+        await attachStandby(standby, primary.actor, sid, primary.snapshot());
+        primary.standbyHost = standby;
+      }
+      primary.serve();
+      rec.replayedAt = preciseNow();
+      await updateRecord(sid, (r) =>
+        r.primary === hostId && r.epoch === epoch
+          ? { ...r, standby: primary.standbyHost }
+          : undefined,
+      );
+      rec.standby = primary.standbyHost;
+      if (standby) rec.reprotectedAt = preciseNow();
+      history.push(rec);
+      await nc.flush();
+      return rec;
+    } finally {
+      busy.delete(sid);
+    }
+  };
+
+  /** A host is gone: take over what it served, restore what has no copy left, re-protect. */
+  const onHostDown = (dead: string, _cause: DownCause, at: number) => {
+    if (closed || options.failover === false) return;
+    for (const [sid, { record }] of ownership.view) {
+      const mine = sessions.get(sid);
+      if (record.primary === dead) {
+        if (record.standby === hostId && mine?.role === 'standby') {
+          void promote(sid, _cause, at, dead).catch((err: unknown) =>
+            onError(new FtmError(`${sid}: promotion failed`, { cause: err })),
+          );
+        } else if (!record.standby || membership.down.has(record.standby)) {
+          restoreIfChosen(sid, record, at);
+        }
+      } else if (record.standby === dead) {
+        if (record.primary === hostId && mine?.role === 'primary' && !busy.has(sid)) {
+          // Unprotected until the new standby holds the state: the log stands in.
+          mine.standbyHost = '';
+          busy.add(sid);
+          void protect(mine, [dead])
+            .catch((err: unknown) =>
+              onError(new FtmError(`${sid}: re-protection failed`, { cause: err })),
+            )
+            .finally(() => busy.delete(sid));
+        } else if (membership.down.has(record.primary)) {
+          restoreIfChosen(sid, record, at);
+        }
+      }
+    }
+  };
+
+  const ownership = await Ownership.open(nc, codec, options.jetstreamReplicas ?? 1);
+  await ownership.watch((sid, owned) => {
+    const s = sessions.get(sid);
+    // A newer epoch elsewhere: this copy is no longer the primary.
+    if (s?.role === 'primary' && owned && owned.record.epoch > s.epoch) s.fence(owned.record.epoch);
+  });
+  const membership = new Membership(nc, codec, hostId, clock, load, onHostDown, {
+    ...(options.heartbeatIntervalMs ? { heartbeatIntervalMs: options.heartbeatIntervalMs } : {}),
+    ...(options.heartbeatTimeoutMs ? { heartbeatTimeoutMs: options.heartbeatTimeoutMs } : {}),
+    ...(options.advisories === undefined ? {} : { advisories: options.advisories }),
+  });
+
+  // ---- control requests from other hosts --------------------------------------------------
+
+  const serveControl = async (req: ControlRequest): Promise<object> => {
+    switch (req.op) {
+      case 'attach': {
+        if (sessions.has(req.sid))
+          throw new SessionExistsError(`session ${req.sid} already on host ${hostId}`);
+        const replica = new ReplicaSession(
+          nc,
+          codec,
+          actorNamed(req.actor),
+          req.sid,
+          { ...req, state: freeze(req.state, true) },
+          onError,
+          replicaSource(req.sid),
+        );
+        sessions.set(req.sid, replica);
+        await replica.start();
+        return { ok: true };
+      }
+      case 'open':
+        return {
+          info: await host.openSession(req.actor, req.sid, {
+            ...(req.standby ? { standby: req.standby } : {}),
+            init: req.init,
+          }),
+        };
+      case 'promote': {
+        const rec = await promote(req.sid, 'drain', preciseNow(), req.from);
+        if (!rec) throw new FtmError(`${req.sid}: not promoted on ${hostId}`);
+        return { record: rec };
+      }
+      case 'reprotect': {
+        const primary = primaryOf(req.sid);
+        return { standby: (await protect(primary, req.exclude)) ?? '' };
+      }
+      case 'detach': {
+        const s = sessions.get(req.sid);
+        if (s?.role === 'standby') {
+          s.close();
+          sessions.delete(req.sid);
+        }
+        return { ok: true };
+      }
+      case 'inspect':
+        return {
+          info: host.info(req.sid) ?? session(req.sid),
+          hash: host.hash(req.sid),
+          meta: host.meta(req.sid),
+          failovers: history.filter((f) => f.sid === req.sid),
+        };
+      default:
+        throw new InvalidArgumentError(
+          `unknown control op ${JSON.stringify((req as { op: unknown }).op)}`,
+        );
+    }
+  };
   const hostControl: Subscription = nc.subscribe(subjects.hostControl(hostId), {
     callback: (_err, msg) => {
       void (async () => {
         try {
-          const req = codec.decode(msg.data) as ControlRequest;
-          if (req.op !== 'attach')
-            throw new InvalidArgumentError(`unknown control op ${JSON.stringify(req.op)}`);
-          if (sessions.has(req.sid))
-            throw new SessionExistsError(`session ${req.sid} already on host ${hostId}`);
-          const replica = new ReplicaSession(
-            nc,
-            codec,
-            actorNamed(req.actor),
-            req.sid,
-            { ...req, state: freeze(req.state, true) },
-            onError,
-            replicaSource(req.sid),
-          );
-          sessions.set(req.sid, replica);
-          await replica.start();
-          msg.respond(codec.encode({ ok: true }));
+          msg.respond(codec.encode(await serveControl(codec.decode(msg.data) as ControlRequest)));
         } catch (err) {
           msg.respond(codec.encode({ error: errorToWire(err) }));
         }
@@ -298,21 +705,24 @@ export async function createHost(options: HostOptions): Promise<Host> {
     },
   });
   await nc.flush();
+  await membership.start();
 
   const serveWithStandby = async (
     actor: ActorDefinition,
     sid: string,
     init: SessionSnapshot,
-    standby: string,
+    standby: string | undefined,
   ) => {
-    if (standby === hostId)
-      throw new InvalidArgumentError(`standby: pick another host than the primary (${hostId})`);
     const primary = startPrimary(actor, sid, init);
     try {
-      await attachStandby(standby, actor, sid, init);
+      if (standby) {
+        await attachStandby(standby, actor, sid, init);
+        primary.standbyHost = standby;
+      }
     } catch (err) {
       primary.close();
       sessions.delete(sid);
+      await ownership.delete(sid).catch(() => undefined);
       throw err;
     }
     primary.serve();
@@ -322,15 +732,16 @@ export async function createHost(options: HostOptions): Promise<Host> {
 
   const host: Host = {
     id: hostId,
-    async openSession(actorName, sid, opts) {
+    async openSession(actorName, sid, opts = {}) {
       if (closed) throw new ClosedError(`host ${hostId} is closed`);
       assertId('sid', sid);
-      assertId('hostId', opts?.standby);
+      if (opts.standby !== undefined) assertId('hostId', opts.standby);
       if (opts.standby === hostId)
         throw new InvalidArgumentError(`standby: pick another host than the primary (${hostId})`);
       if (sessions.has(sid))
         throw new SessionExistsError(`session ${sid} is already open on host ${hostId}`);
       const actor = actorNamed(actorName);
+      const standby = opts.standby ?? pickStandby([]);
       const init = {
         actor: actorName,
         state: freeze(actor.initialState(opts.init), true),
@@ -338,7 +749,27 @@ export async function createHost(options: HostOptions): Promise<Host> {
         epoch: 1,
         meta: emptyMeta(),
       };
-      return serveWithStandby(actor, sid, init, opts.standby);
+      await ownership.create(sid, {
+        actor: actorName,
+        primary: hostId,
+        standby: standby ?? '',
+        epoch: 1,
+      });
+      return serveWithStandby(actor, sid, init, standby);
+    },
+    async placeSession(actorName, sid, opts = {}) {
+      assertId('sid', sid);
+      const self = capacity > 0 && actors.has(actorName) ? load() : undefined;
+      const primary = opts.primary ?? membership.pick(new Set(), self);
+      if (!primary)
+        throw new FtmError(`no live host has room for ${sid}: start a host or raise its capacity`);
+      const open = {
+        init: opts.init,
+        ...(opts.standby ? { standby: opts.standby } : {}),
+      };
+      if (primary === hostId) await host.openSession(actorName, sid, open);
+      else await request(primary, { op: 'open', actor: actorName, sid, ...open });
+      return ownership.view.get(sid)?.record ?? (await ownership.get(sid))!.record;
     },
     async restoreSession(actorName, sid, opts) {
       if (closed) throw new ClosedError(`host ${hostId} is closed`);
@@ -346,15 +777,60 @@ export async function createHost(options: HostOptions): Promise<Host> {
       assertId('hostId', opts?.standby);
       if (sessions.has(sid))
         throw new SessionExistsError(`session ${sid} is already open on host ${hostId}`);
-      const durable = await readDurable(actorName, sid);
-      const init = {
-        actor: actorName,
-        state: durable.state,
-        seq: durable.seq,
-        epoch: durable.epoch + 1,
-        meta: durable.meta,
-      };
-      return serveWithStandby(actorNamed(actorName), sid, init, opts.standby);
+      actorNamed(actorName);
+      const rec = await restore(actorName, sid, 'restore', preciseNow(), opts.standby);
+      if (!rec) throw new FtmError(`${sid}: another host restored or took it over first`);
+      return host.info(sid)!;
+    },
+    async drain() {
+      draining = true;
+      membership.beatNow();
+      const report: DrainReport = { primaries: 0, standbys: 0, handoffMs: [] };
+      for (const s of [...sessions.values()]) {
+        if (s.role !== 'primary') continue;
+        const started = preciseNow();
+        if (!s.standbyHost) await protect(s, []);
+        const to = s.standbyHost;
+        if (!to) {
+          onError(new FtmError(`${s.sid}: no host to hand over to; it stays here`));
+          continue;
+        }
+        s.stopInputs();
+        await s.standbyCaughtUp();
+        try {
+          const { record } = (await request(to, { op: 'promote', sid: s.sid, from: hostId })) as {
+            record: FailoverRecord;
+          };
+          s.fence(record.epoch);
+          report.primaries++;
+          report.handoffMs.push(preciseNow() - started);
+        } catch (err) {
+          onError(
+            new FtmError(`${s.sid}: handoff to ${to} failed; serving it here again`, {
+              cause: err,
+            }),
+          );
+          s.resumeInputs();
+        }
+      }
+      for (const s of [...sessions.values()]) {
+        if (s.role !== 'standby') continue;
+        const primary = ownership.view.get(s.sid)?.record.primary;
+        if (!primary) continue;
+        try {
+          await request(primary, { op: 'reprotect', sid: s.sid, exclude: [hostId] });
+          report.standbys++;
+        } catch (err) {
+          onError(new FtmError(`${s.sid}: moving its standby away failed`, { cause: err }));
+        }
+      }
+      return report;
+    },
+    failovers: () => history,
+    owner: (sid) => ownership.view.get(sid)?.record,
+    liveHosts: () => [hostId, ...membership.peers.keys()].sort(),
+    async inspect(other, sid) {
+      return (await request(other, { op: 'inspect', sid })) as Inspection;
     },
     snapshotNow: (sid) => primaryOf(sid).snapshotNow(),
     flushLog: (sid) => primaryOf(sid).log.flush(),
@@ -381,6 +857,8 @@ export async function createHost(options: HostOptions): Promise<Host> {
       if (closed) return;
       closed = true;
       clearInterval(flusher);
+      membership.stop();
+      ownership.close();
       hostControl.unsubscribe();
       // Let snapshots finish and pending log frames reach JetStream before the sessions stop.
       await Promise.all(

@@ -9,7 +9,9 @@ export type {
 export { defineAdapter } from './adapter.ts';
 export type { AdapterOptions } from './adapter.ts';
 export { createHost } from './host.ts';
-export type { Host, HostOptions, SessionInfo } from './host.ts';
+export type { Host, HostOptions, SessionInfo, DrainReport, Inspection } from './host.ts';
+export type { FailoverRecord, FailoverCause } from './failover.ts';
+export type { OwnerRecord } from './ownership.ts';
 export { SessionClient } from './session-client.ts';
 export { connectNats, natsDefaults } from './nats-connect.ts';
 export { stateHash } from './state-hash.ts';

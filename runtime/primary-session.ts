@@ -77,6 +77,18 @@ export class PrimarySession {
   private retransmitBackoff = 1;
   private readonly snapshotEvery: number;
   private readonly retransmitAfterMs: number;
+  /**
+   * The host holding the hot copy; empty while the session has none (after
+   * a failover with no live host to re-protect on). Then the log stands in:
+   * every commit is flushed at once and the log's ack counts as the standby's.
+   */
+  standbyHost = '';
+  /** Called once, when a newer epoch shows this copy is no longer the primary. */
+  onFenced: ((epoch: number) => void) | undefined;
+  /** Called with the time of the next reply sent, then cleared: failover timelines use it. */
+  onNextReply: ((at: number) => void) | undefined;
+  private ackWaiters: { seq: number; resolve: () => void }[] = [];
+  private fenced = false;
 
   constructor(
     private readonly nc: NatsConnection,
@@ -155,8 +167,13 @@ export class PrimarySession {
 
   /** Called by the log once a batch is stored: durable-mode replies wait for this ack. */
   onLogged(seq: number): void {
+    if (this.fenced) return;
     if (this.flags === ConsistencyCode.durable) {
       this.nc.publish(subjects.ack(this.sid), encodeAck(AckSource.log, this.epoch, seq));
+    }
+    if (!this.standbyHost) {
+      this.nc.publish(subjects.ack(this.sid), encodeAck(AckSource.standby, this.epoch, seq));
+      this.acked(seq);
     }
   }
 
@@ -171,6 +188,12 @@ export class PrimarySession {
     });
     for (const [key, timer] of this.meta.timers) this.arm(key, timer);
     for (const [id, job] of this.meta.jobs) this.dispatch(id, job);
+    this.resumeInputs();
+  }
+
+  /** Subscribes to the session's inputs (again, after {@link stopInputs}). */
+  resumeInputs(): void {
+    if (this.fenced || this.inputs) return;
     this.inputs = this.nc.subscribe(subjects.input(this.sid), {
       callback: (err, msg) => {
         if (err)
@@ -182,7 +205,9 @@ export class PrimarySession {
     });
   }
 
-  private onInput(bytes: Uint8Array): void {
+  /** Handles one input frame; exposed so that a promoted replica can hand over its inputs. */
+  onInput(bytes: Uint8Array): void {
+    if (this.fenced) return;
     let frame;
     try {
       frame = decodeFrame(bytes);
@@ -240,9 +265,13 @@ export class PrimarySession {
       if (effects.length) flags |= CommitFlag.effects;
       const commit = encodeCommit(flags, this.epoch, this.seq, requestId, reply, changes);
       this.nc.publish(this.outSubject, commit);
+      if (requestId && this.onNextReply) {
+        this.onNextReply(this.now());
+        this.onNextReply = undefined;
+      }
       this.sent(commit);
       this.log.append(commit);
-      if (this.flags === ConsistencyCode.durable) this.flushSoon();
+      if (this.flags === ConsistencyCode.durable || !this.standbyHost) this.flushSoon();
       if (++this.sinceSnapshot >= this.snapshotEvery) {
         this.snapshotNow().catch((err: unknown) =>
           this.onError(new FtmError(`snapshot of ${this.sid} failed`, { cause: err })),
@@ -264,6 +293,7 @@ export class PrimarySession {
   }
 
   private refuse(requestId: string, e: FtmError): void {
+    if (this.fenced) return;
     this.nc.publish(
       this.outSubject,
       encodeRefusal(this.epoch, this.seq, requestId, this.codec.encode(errorToWire(e))),
@@ -323,13 +353,52 @@ export class PrimarySession {
 
   private onAck(bytes: Uint8Array): void {
     const f = decodeFrame(bytes);
-    if (f.kind !== FrameKind.ack || f.source !== AckSource.standby || f.epoch !== this.epoch)
-      return;
-    if (f.seq <= this.standbyAcked) return;
-    this.standbyAcked = f.seq;
+    if (f.kind !== FrameKind.ack) return;
+    // Someone acknowledges a newer epoch: another copy was promoted. Stop at once.
+    if (f.epoch > this.epoch) return this.fence(f.epoch);
+    if (f.source !== AckSource.standby || f.epoch !== this.epoch) return;
+    this.acked(f.seq);
+  }
+
+  private acked(seq: number): void {
+    if (seq <= this.standbyAcked) return;
+    this.standbyAcked = seq;
     let n = 0;
-    while (n < this.unacked.length && this.unacked[n]!.seq <= f.seq) n++;
+    while (n < this.unacked.length && this.unacked[n]!.seq <= seq) n++;
     if (n) this.unacked.splice(0, n);
+    if (this.ackWaiters.length) {
+      const ready = this.ackWaiters.filter((w) => w.seq <= seq);
+      this.ackWaiters = this.ackWaiters.filter((w) => w.seq > seq);
+      for (const w of ready) w.resolve();
+    }
+  }
+
+  /** Resolves once the standby acknowledged everything committed so far. */
+  standbyCaughtUp(): Promise<void> {
+    if (this.standbyAcked >= this.seq) return Promise.resolve();
+    return new Promise((resolve) => this.ackWaiters.push({ seq: this.seq, resolve }));
+  }
+
+  /** Stops taking inputs (a planned handoff); the standby keeps buffering them. */
+  stopInputs(): void {
+    this.inputs?.unsubscribe();
+    this.inputs = undefined;
+  }
+
+  /**
+   * A newer epoch exists: this copy stops serving and never writes again,
+   * not even the log frames it still holds.
+   */
+  fence(epoch: number): void {
+    if (this.fenced) return;
+    this.fenced = true;
+    this.log.discard();
+    this.close();
+    this.onFenced?.(epoch);
+  }
+
+  get isFenced(): boolean {
+    return this.fenced;
   }
 
   /**
@@ -362,6 +431,8 @@ export class PrimarySession {
     this.inputs?.unsubscribe();
     this.control?.unsubscribe();
     this.acks?.unsubscribe();
+    for (const w of this.ackWaiters) w.resolve();
+    this.ackWaiters = [];
     this.inputs = undefined;
     this.control = undefined;
     this.acks = undefined;

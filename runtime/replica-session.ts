@@ -45,6 +45,9 @@ export class ReplicaSession {
   private subs: Subscription[] = [];
   private ackScheduled = false;
   private repairing = false;
+  private stopped = false;
+  /** Set on promotion: inputs go straight to the new primary instead of the buffer. */
+  private forward: ((bytes: Uint8Array) => void) | undefined;
 
   constructor(
     private readonly nc: NatsConnection,
@@ -76,6 +79,7 @@ export class ReplicaSession {
   }
 
   private onInput(bytes: Uint8Array): void {
+    if (this.forward) return this.forward(bytes);
     try {
       const f = decodeFrame(bytes);
       if (f.kind !== FrameKind.input) return;
@@ -91,6 +95,7 @@ export class ReplicaSession {
 
   /** Handles one frame from the output subject. Exposed for fault-injection tests. */
   onOutput(bytes: Uint8Array): void {
+    if (this.stopped) return;
     let f;
     try {
       f = decodeFrame(bytes);
@@ -150,7 +155,7 @@ export class ReplicaSession {
         }
         if (reason === 'corrupt' || (this.early.size > 0 && !this.early.has(this.seq + 1))) {
           const snap = await this.source.snapshot();
-          if (snap.seq >= this.seq) {
+          if (snap.seq >= this.seq && !this.stopped) {
             this.state = freeze(snap.state, true);
             this.seq = snap.seq;
             this.epoch = Math.max(this.epoch, snap.epoch);
@@ -172,6 +177,7 @@ export class ReplicaSession {
   }
 
   private apply(f: CommitFrame): boolean {
+    if (this.stopped) return false;
     let effects;
     try {
       const changes = decodeChanges(this.codec, f.flags, f.patches);
@@ -205,7 +211,22 @@ export class ReplicaSession {
     });
   }
 
+  /**
+   * Promotion: stops applying output (frames after a gap are dropped: their
+   * inputs are still uncovered and will run again) and hands the uncovered
+   * inputs over, oldest first. Later inputs go to `forward` until close().
+   */
+  takeOver(forward: (bytes: Uint8Array) => void): Uint8Array[] {
+    this.stopped = true;
+    this.early.clear();
+    const inputs = [...this.uncovered.values()];
+    this.uncovered.clear();
+    this.forward = forward;
+    return inputs;
+  }
+
   close(): void {
+    this.stopped = true;
     for (const s of this.subs) s.unsubscribe();
     this.subs = [];
   }

@@ -17,6 +17,8 @@ type Pending = {
   resolve: (v: unknown) => void;
   reject: (e: Error) => void;
   deadline: number;
+  /** The encoded input, sent again when the session's epoch changes before the reply is released. */
+  frame: Uint8Array;
   /** Set once the commit arrived; the reply waits here until its release condition holds. */
   held?: { seq: number; epoch: number; mode: number; released: boolean; reply: Uint8Array };
 };
@@ -38,6 +40,10 @@ export class SessionClient {
   private counter = 0;
   private standbyAck = { epoch: 0, seq: 0 };
   private logAck = { epoch: 0, seq: 0 };
+  /** The newest epoch seen; output of older ones is dropped. */
+  private epoch = 0;
+  /** How many times a new epoch made this client send its unreleased requests again. */
+  resends = 0;
   private sweep: NodeJS.Timeout | undefined;
   private closed = false;
 
@@ -73,20 +79,24 @@ export class SessionClient {
     if (this.closed) return Promise.reject(new ClosedError(`client of ${this.sid} is closed`));
     const requestId = opts.requestId ?? `${this.prefix}.${(++this.counter).toString(36)}`;
     return new Promise((resolve, reject) => {
+      const body = payload === undefined ? new Uint8Array(0) : this.codec.encode(payload);
+      const frame = encodeInput(requestId, type, body);
       this.pending.set(requestId, {
         resolve,
         reject,
         deadline: Date.now() + (opts.timeoutMs ?? this.defaultTimeoutMs),
+        frame,
       });
       this.sweep ??= setInterval(() => this.expire(), 50);
-      const body = payload === undefined ? new Uint8Array(0) : this.codec.encode(payload);
-      this.nc.publish(subjects.input(this.sid), encodeInput(requestId, type, body));
+      this.nc.publish(subjects.input(this.sid), frame);
     });
   }
 
   private onOutput(bytes: Uint8Array): void {
     const f = decodeFrame(bytes);
     if (f.kind !== FrameKind.commit && f.kind !== FrameKind.refusal) return;
+    if (f.epoch < this.epoch) return; // a fenced primary's late output
+    if (f.epoch > this.epoch) this.newEpoch(f.epoch);
     const p = this.pending.get(f.requestId);
     if (!p || p.held) return;
     if (f.kind === FrameKind.refusal) {
@@ -105,7 +115,8 @@ export class SessionClient {
 
   private onAck(bytes: Uint8Array): void {
     const f = decodeFrame(bytes);
-    if (f.kind !== FrameKind.ack) return;
+    if (f.kind !== FrameKind.ack || f.epoch < this.epoch) return;
+    if (f.epoch > this.epoch) this.newEpoch(f.epoch);
     const mark = f.source === AckSource.log ? this.logAck : this.standbyAck;
     if (f.epoch < mark.epoch || (f.epoch === mark.epoch && f.seq <= mark.seq)) return;
     mark.epoch = f.epoch;
@@ -119,11 +130,35 @@ export class SessionClient {
     }
   }
 
+  /**
+   * An ack releases only replies of its own epoch: a seq of an older epoch
+   * may have been replaced by the new primary's history.
+   */
   private acked(
     mark: { epoch: number; seq: number },
     held: { epoch: number; seq: number },
   ): boolean {
-    return mark.epoch >= held.epoch && mark.seq >= held.seq;
+    return mark.epoch === held.epoch && mark.seq >= held.seq;
+  }
+
+  /**
+   * The session moved to a new primary. Replies held from the old epoch may
+   * never be acknowledged now: forget them and send every unreleased request
+   * again with its id. The new primary answers a request it has already
+   * applied from its dedup table, and runs one it has not: once either way.
+   */
+  private newEpoch(epoch: number): void {
+    this.epoch = epoch;
+    this.held.length = 0;
+    for (const p of this.pending.values()) {
+      if (p.held && p.held.epoch >= epoch) {
+        continue;
+      }
+      p.held = undefined;
+      this.resends++;
+      this.nc.publish(subjects.input(this.sid), p.frame);
+    }
+    for (const [id, p] of this.pending) if (p.held) this.held.push(id);
   }
 
   /** Releases the reply if its mode allows it now; true when released. */

@@ -10,6 +10,8 @@ import { InvalidArgumentError } from './errors.ts';
  * - `ftm.s.<sid>.ctl`  control requests to the session's primary (snapshot, flush)
  * - `ftm.h.<host>.ctl` control requests to a host (attach a standby, ...)
  * - `ftm.log.<sid>`    durable log of patch batches (JetStream)
+ * - `ftm.hb.<host>`    a host's heartbeat, with its load
+ * - `$SYS.ACCOUNT.APP.DISCONNECT`  the server's disconnect advisory, imported into the app account
  */
 export const subjects = {
   input: (sid: string) => `ftm.s.${sid}.in`,
@@ -19,6 +21,9 @@ export const subjects = {
   hostControl: (hostId: string) => `ftm.h.${hostId}.ctl`,
   log: (sid: string) => `ftm.log.${sid}`,
   logAll: 'ftm.log.>',
+  heartbeat: (hostId: string) => `ftm.hb.${hostId}`,
+  heartbeatAll: 'ftm.hb.*',
+  disconnectAdvisory: '$SYS.ACCOUNT.APP.DISCONNECT',
 } as const;
 
 /** Names of the JetStream stream and buckets the runtime uses. */

@@ -22,6 +22,8 @@ describe('the durable log', function () {
       actors: exampleActors,
       hostId,
       onError: () => {},
+      // The restores here are manual: no host takes over on its own.
+      failover: false,
       ...extra,
     });
     hosts.push(h);

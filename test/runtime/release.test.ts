@@ -17,7 +17,13 @@ describe('reply release in standby mode', function () {
   it('holds a reply while the standby process is stopped, releases it after SIGCONT', async () => {
     const standby = spawnNode('cli/ftmesh.ts', ['host', '--nats', nats.url, '--id', 'stalled']);
     await standby.waitForLine(/^ready stalled/, 20_000);
-    primary = await createHost({ nats: nats.url, actors: exampleActors, hostId: 'live' });
+    // failover off: this test is about the release rule, not about replacing a hung standby.
+    primary = await createHost({
+      nats: nats.url,
+      actors: exampleActors,
+      hostId: 'live',
+      failover: false,
+    });
     await primary.openSession('counter', 'stall', { standby: 'stalled' });
     assert.equal(await primary.request('stall', 'add', 1), 1);
 

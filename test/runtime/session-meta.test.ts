@@ -43,6 +43,8 @@ describe('the replicated session meta: timers, dedup table, lost last commit', f
       actors: [...exampleActors, ticker],
       hostId,
       onError: () => {},
+      // The restores here are manual: no host takes over on its own.
+      failover: false,
       ...extra,
     });
     hosts.push(h);

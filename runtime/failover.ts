@@ -1,0 +1,56 @@
+/** Why a session changed primary. */
+export type FailoverCause = 'advisory' | 'heartbeat' | 'drain' | 'restore';
+
+/**
+ * One failover, as the new primary saw it. Times are milliseconds on the
+ * host's clock (`performance.timeOrigin + performance.now()` by default, so
+ * sub-millisecond and comparable across processes of one machine).
+ */
+export interface FailoverRecord {
+  sid: string;
+  cause: FailoverCause;
+  /** The host that was primary, and the one that is now. */
+  from: string;
+  to: string;
+  /** The new epoch. */
+  epoch: number;
+  /** The seq the new primary started from. */
+  seq: number;
+  /** The old primary was found gone (or, for a drain, asked to hand over). */
+  detectedAt: number;
+  /** The ownership record names the new primary (the compare-and-swap won). */
+  promotedAt?: number;
+  /** The inputs no commit had covered were run again. */
+  replayedAt?: number;
+  /** How many inputs were run again. */
+  replayed: number;
+  /** The new primary sent its first reply. */
+  firstReplyAt?: number;
+  /** A new standby holds the state and the ownership record names it. */
+  reprotectedAt?: number;
+  /** The new standby; empty when no live host had room. */
+  standby?: string;
+}
+
+/**
+ * Rendezvous hashing: every host ranks the candidates for a key the same
+ * way, so hosts agree on who restores a session without talking.
+ */
+export function rendezvous(key: string, candidates: Iterable<string>): string | undefined {
+  let best: string | undefined;
+  let bestScore = -1;
+  for (const c of candidates) {
+    let h = 2166136261;
+    const s = `${key}/${c}`;
+    for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 16777619);
+    const score = h >>> 0;
+    if (score > bestScore || (score === bestScore && best !== undefined && c < best)) {
+      best = c;
+      bestScore = score;
+    }
+  }
+  return best;
+}
+
+/** Wall-clock milliseconds with sub-millisecond resolution, for failover timelines. */
+export const preciseNow = (): number => performance.timeOrigin + performance.now();
