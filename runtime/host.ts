@@ -471,9 +471,9 @@ export async function createHost(options: HostOptions): Promise<Host> {
       };
       rec.seq = init.seq;
       const queued: Uint8Array[] = [];
-      let target: PrimarySession | undefined;
+      const handover: { to?: PrimarySession } = {};
       const inputs = replica.takeOver((bytes) =>
-        target ? target.onInput(bytes) : queued.push(bytes),
+        handover.to ? handover.to.onInput(bytes) : queued.push(bytes),
       );
       const primary = startPrimary(replica.actor, sid, init);
       // The log may lack the old primary's last frames: until a snapshot
@@ -490,7 +490,7 @@ export async function createHost(options: HostOptions): Promise<Host> {
       }
       primary.onNextReply = (at) => (rec.firstReplyAt = at);
       primary.serve();
-      target = primary;
+      handover.to = primary;
       for (const bytes of inputs) primary.onInput(bytes);
       for (const bytes of queued) primary.onInput(bytes);
       rec.replayed = inputs.length + queued.length;

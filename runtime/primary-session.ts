@@ -5,6 +5,7 @@ import { errorToWire, FtmError, HandlerError } from './errors.ts';
 import { subjects } from './subjects.ts';
 import type { SessionLog } from './durable-log.ts';
 import { TransitionRunner } from './transition.ts';
+import { preciseNow } from './failover.ts';
 import {
   SessionMeta,
   encodeChanges,
@@ -266,7 +267,7 @@ export class PrimarySession {
       const commit = encodeCommit(flags, this.epoch, this.seq, requestId, reply, changes);
       this.nc.publish(this.outSubject, commit);
       if (requestId && this.onNextReply) {
-        this.onNextReply(this.now());
+        this.onNextReply(preciseNow());
         this.onNextReply = undefined;
       }
       this.sent(commit);
