@@ -20,6 +20,6 @@ export const counter = defineActor({
 export const ledger = defineActor({
   name: 'ledger',
   consistency: 'durable',
-  initialState: counter.initialState,
+  initialState: (init: unknown) => counter.initialState(init),
   handlers: counter.handlers,
 });

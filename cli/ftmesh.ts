@@ -11,7 +11,11 @@ import { createHost } from '../runtime/index.ts';
 
 const { positionals, values } = parseArgs({
   allowPositionals: true,
-  options: { nats: { type: 'string' }, id: { type: 'string' } },
+  options: {
+    nats: { type: 'string' },
+    id: { type: 'string' },
+    'heartbeat-timeout': { type: 'string' },
+  },
 });
 
 async function demo(): Promise<void> {
@@ -46,6 +50,9 @@ async function host(): Promise<void> {
     nats: values.nats,
     actors: exampleActors,
     ...(values.id ? { hostId: values.id } : {}),
+    ...(values['heartbeat-timeout']
+      ? { heartbeatTimeoutMs: Number(values['heartbeat-timeout']) }
+      : {}),
   });
   console.log(`ready ${h.id}`);
   await new Promise<void>((resolve) => {

@@ -21,7 +21,7 @@ import { connectNats } from './nats-connect.ts';
 import { PrimarySession, type SessionControl, type SessionSnapshot } from './primary-session.ts';
 import { ReplicaSession, type ReplicaSource } from './replica-session.ts';
 import { TransitionRunner } from './transition.ts';
-import { decodeFrame, FrameKind } from './wire.ts';
+import { decodeFrame, FrameKind, type CommitFrame } from './wire.ts';
 import { SessionMeta, decodeChanges, emptyMeta, type MetaSnapshot } from './session-meta.ts';
 import { WorkerPool } from './worker-pool.ts';
 import { SessionClient } from './session-client.ts';
@@ -59,7 +59,7 @@ export interface HostOptions {
   capacity?: number;
   /** Heartbeat period (default 5 ms). */
   heartbeatIntervalMs?: number;
-  /** A host silent this long is down (default 20 ms). */
+  /** A host silent this long is down (default 25 ms). */
   heartbeatTimeoutMs?: number;
   /** Watch the server's disconnect advisories (default true; needs the $SYS import, see infra/). */
   advisories?: boolean;
@@ -134,6 +134,8 @@ export interface Host {
   liveHosts(): string[];
   /** Asks another host for its copy of a session: info, hash and meta. */
   inspect(hostId: string, sid: string): Promise<Inspection>;
+  /** Asks another host for the failovers it took part in as the new primary. */
+  failoversOf(hostId: string): Promise<FailoverRecord[]>;
   /** Sends a request to a session (anywhere on the mesh); resolves with the released reply. */
   request(
     sid: string,
@@ -172,7 +174,8 @@ type ControlRequest =
   | { op: 'promote'; sid: string; from: string }
   | { op: 'reprotect'; sid: string; exclude: string[] }
   | { op: 'detach'; sid: string }
-  | { op: 'inspect'; sid: string };
+  | { op: 'inspect'; sid: string }
+  | { op: 'failovers' };
 
 /**
  * Creates a host on a NATS connection.
@@ -296,35 +299,50 @@ export async function createHost(options: HostOptions): Promise<Host> {
       throw new SessionNotFoundError(`host ${hostId} is not the primary of ${sid}`);
     return s;
   };
+  /**
+   * Reads a session's durable state: the latest snapshot plus the log after
+   * it. Frames a fenced primary logged after its successor took over are
+   * void: a frame does not count when a later epoch starts at or before its seq.
+   */
   const readDurable = async (actorName: string, sid: string) => {
     const actor = actorNamed(actorName);
-    const stored = await snapshots.get(sid);
-    let snap: SessionSnapshot = stored
-      ? (codec.decode(stored) as SessionSnapshot)
-      : {
-          actor: actorName,
-          state: actor.initialState(undefined),
-          seq: 0,
-          epoch: 1,
-          meta: emptyMeta(),
-        };
+    let snap: SessionSnapshot;
+    let frames: CommitFrame[];
+    for (let attempt = 0; ; attempt++) {
+      const stored = await snapshots.get(sid);
+      snap = stored
+        ? (codec.decode(stored) as SessionSnapshot)
+        : {
+            actor: actorName,
+            state: actor.initialState(undefined),
+            seq: 0,
+            epoch: 1,
+            meta: emptyMeta(),
+          };
+      frames = [];
+      for (const bytes of await log.read(sid, snap.seq)) {
+        const f = decodeFrame(bytes);
+        if (f.kind === FrameKind.commit) frames.push(f);
+      }
+      // A newer snapshot was written and the log purged up to it between our two reads: again.
+      const first = Math.min(...frames.map((f) => f.seq));
+      if (!(frames.length && first > snap.seq + 1 && attempt < 3)) break;
+    }
+    const epochStarts = new Map<number, number>();
+    for (const f of frames)
+      if (!(f.seq >= (epochStarts.get(f.epoch) ?? Infinity))) epochStarts.set(f.epoch, f.seq);
+    const voided = (f: CommitFrame) => {
+      for (const [e, start] of epochStarts) if (e > f.epoch && start <= f.seq) return true;
+      return false;
+    };
+    // One valid frame per seq; an old epoch's last batch may have been logged after the new one's first.
+    const bySeq = new Map<number, CommitFrame>();
+    for (const f of frames) if (!voided(f)) bySeq.set(f.seq, f);
     const runner = new TransitionRunner(actor, sid, () => clock.now());
     const meta = new SessionMeta(snap.meta);
     let state = freeze(snap.state, true);
     let logged = 0;
-    const frames = (await log.read(sid, snap.seq)).map((bytes) => decodeFrame(bytes));
-    // A fenced primary may have logged frames after its successor took over:
-    // a frame is void when a later epoch starts at or before its seq.
-    const epochStarts = new Map<number, number>();
-    for (const f of frames)
-      if (f.kind === FrameKind.commit && !(f.seq >= (epochStarts.get(f.epoch) ?? Infinity)))
-        epochStarts.set(f.epoch, f.seq);
-    const voided = (epoch: number, seq: number) => {
-      for (const [e, start] of epochStarts) if (e > epoch && start <= seq) return true;
-      return false;
-    };
-    for (const f of frames) {
-      if (f.kind !== FrameKind.commit || f.seq !== snap.seq + 1 || voided(f.epoch, f.seq)) continue;
+    for (let f = bySeq.get(snap.seq + 1); f; f = bySeq.get(snap.seq + 1)) {
       const changes = decodeChanges(codec, f.flags, f.patches);
       if (changes.patches.length) state = runner.apply(state, changes.patches);
       meta.recordFrame(f, changes.effects);
@@ -417,16 +435,39 @@ export async function createHost(options: HostOptions): Promise<Host> {
         return undefined;
       }
     }
-    if (primary.isFenced) return undefined;
-    primary.standbyHost = standby ?? '';
-    await updateRecord(primary.sid, (r) =>
-      r.primary === hostId && r.epoch === primary.epoch
+    // The record changes first: only a standby the record names may release replies.
+    const recorded = await updateRecord(primary.sid, (r) =>
+      r.primary === hostId && r.epoch === primary.epoch && r.standby === old
         ? { ...r, standby: standby ?? '' }
         : undefined,
     );
+    if (!recorded || primary.isFenced) {
+      if (standby) request(standby, { op: 'detach', sid: primary.sid }).catch(() => undefined);
+      return undefined;
+    }
+    primary.standbyHost = standby ?? '';
     if (old && old !== standby && membership.isLive(old))
       request(old, { op: 'detach', sid: primary.sid }).catch(() => undefined);
     return standby;
+  };
+
+  /**
+   * The standby is gone: record that the session has none, and only then let
+   * the log stand in for it. The order matters: were the standby only
+   * thought gone (a false detection), it may be promoting itself right now;
+   * the compare-and-swap lets exactly one of the two changes through, so a
+   * primary never releases on its own log while another copy serves.
+   */
+  const unprotect = async (primary: PrimarySession): Promise<boolean> => {
+    const standby = primary.standbyHost;
+    const done = await updateRecord(primary.sid, (r) =>
+      r.primary === hostId && r.epoch === primary.epoch && r.standby === standby
+        ? { ...r, standby: '' }
+        : undefined,
+    );
+    if (!done || primary.isFenced) return false;
+    primary.standbyHost = '';
+    return true;
   };
 
   /**
@@ -519,9 +560,17 @@ export async function createHost(options: HostOptions): Promise<Host> {
     }
   };
 
-  /** Primary and standby are both gone: restore from snapshot + log, if this host is the one chosen. */
+  /**
+   * Primary and standby are both gone: restore from snapshot + log, if this
+   * host is the one chosen. Only on the server's word (the disconnect
+   * advisory), never on missed heartbeats alone: a restore from the log
+   * would drop what a live standby acknowledged, so a slow host must not
+   * trigger one.
+   */
   const restoreIfChosen = (sid: string, record: OwnerRecord, detectedAt: number) => {
     if (!actors.has(record.actor) || capacity === 0 || draining || busy.has(sid)) return;
+    const gone = (id: string) => membership.down.get(id) === 'advisory';
+    if (!gone(record.primary) || (record.standby && !gone(record.standby))) return;
     const candidates = [hostId];
     for (const [id, peer] of membership.peers)
       if (peer.load.capacity > 0 && !peer.load.draining) candidates.push(id);
@@ -604,20 +653,19 @@ export async function createHost(options: HostOptions): Promise<Host> {
           void promote(sid, _cause, at, dead).catch((err: unknown) =>
             onError(new FtmError(`${sid}: promotion failed`, { cause: err })),
           );
-        } else if (!record.standby || membership.down.has(record.standby)) {
+        } else {
           restoreIfChosen(sid, record, at);
         }
       } else if (record.standby === dead) {
         if (record.primary === hostId && mine?.role === 'primary' && !busy.has(sid)) {
-          // Unprotected until the new standby holds the state: the log stands in.
-          mine.standbyHost = '';
           busy.add(sid);
-          void protect(mine, [dead])
+          void unprotect(mine)
+            .then((ok) => (ok ? protect(mine, [dead]) : undefined))
             .catch((err: unknown) =>
               onError(new FtmError(`${sid}: re-protection failed`, { cause: err })),
             )
             .finally(() => busy.delete(sid));
-        } else if (membership.down.has(record.primary)) {
+        } else {
           restoreIfChosen(sid, record, at);
         }
       }
@@ -630,7 +678,8 @@ export async function createHost(options: HostOptions): Promise<Host> {
     // A newer epoch elsewhere: this copy is no longer the primary.
     if (s?.role === 'primary' && owned && owned.record.epoch > s.epoch) s.fence(owned.record.epoch);
   });
-  const membership = new Membership(nc, codec, hostId, clock, load, onHostDown, {
+  const servers = typeof options.nats === 'string' ? options.nats : nc.getServer();
+  const membership = new Membership(nc, servers.split(','), codec, hostId, load, onHostDown, {
     ...(options.heartbeatIntervalMs ? { heartbeatIntervalMs: options.heartbeatIntervalMs } : {}),
     ...(options.heartbeatTimeoutMs ? { heartbeatTimeoutMs: options.heartbeatTimeoutMs } : {}),
     ...(options.advisories === undefined ? {} : { advisories: options.advisories }),
@@ -687,6 +736,8 @@ export async function createHost(options: HostOptions): Promise<Host> {
           meta: host.meta(req.sid),
           failovers: history.filter((f) => f.sid === req.sid),
         };
+      case 'failovers':
+        return { failovers: history };
       default:
         throw new InvalidArgumentError(
           `unknown control op ${JSON.stringify((req as { op: unknown }).op)}`,
@@ -829,6 +880,10 @@ export async function createHost(options: HostOptions): Promise<Host> {
     failovers: () => history,
     owner: (sid) => ownership.view.get(sid)?.record,
     liveHosts: () => [hostId, ...membership.peers.keys()].sort(),
+    async failoversOf(other) {
+      return ((await request(other, { op: 'failovers' })) as { failovers: FailoverRecord[] })
+        .failovers;
+    },
     async inspect(other, sid) {
       return (await request(other, { op: 'inspect', sid })) as Inspection;
     },
@@ -857,7 +912,7 @@ export async function createHost(options: HostOptions): Promise<Host> {
       if (closed) return;
       closed = true;
       clearInterval(flusher);
-      membership.stop();
+      await membership.stop();
       ownership.close();
       hostControl.unsubscribe();
       // Let snapshots finish and pending log frames reach JetStream before the sessions stop.

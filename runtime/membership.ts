@@ -1,5 +1,5 @@
+import { Worker } from 'node:worker_threads';
 import type { NatsConnection, Subscription } from '@nats-io/transport-node';
-import type { Clock } from './clock.ts';
 import type { ValueCodec } from './codec.ts';
 import { subjects } from './subjects.ts';
 import { preciseNow } from './failover.ts';
@@ -21,13 +21,20 @@ export type HostLoad = {
 export type MembershipOptions = {
   /** Heartbeat period (default 5 ms). */
   heartbeatIntervalMs?: number;
-  /** A host silent for this long is down (default 20 ms; see the closing note for the figures). */
+  /** A host silent for this long is down (default 25 ms; bench/README.md has the figures). */
   heartbeatTimeoutMs?: number;
   /** Watch the $SYS disconnect advisories imported into the app account (default true). */
   advisories?: boolean;
+  /** A main thread that has not run for this long is hung: its heartbeats stop (default 1,000 ms). */
+  mainHangMs?: number;
 };
 
-type Peer = { lastSeen: number; load: HostLoad };
+type Peer = { load: HostLoad };
+
+type FromWorker =
+  | { type: 'ready' | 'stopped' }
+  | { type: 'beat'; id: string; load: Uint8Array }
+  | { type: 'down'; id: string; at: number };
 
 /** The NATS connection name of a host: the advisories name the client, this maps it back. */
 export const connectionName = (hostId: string) => `ftm-host-${hostId}`;
@@ -39,88 +46,104 @@ const namePrefix = 'ftm-host-';
  * DISCONNECT advisory, milliseconds after a crash) or when its heartbeats
  * stop (a hang or a cut-off). Registration is the heartbeat itself: a host
  * that stops beating expires after the timeout.
+ *
+ * Heartbeats are sent and watched by a worker thread on a connection of its
+ * own (liveness-worker.mjs): the main thread's pauses (GC, a burst of
+ * requests) would otherwise look like a hang. The main thread ticks a shared
+ * counter; when it stops ticking for `mainHangMs`, the beats stop too.
  */
 export class Membership {
   readonly peers = new Map<string, Peer>();
-  /** Hosts found down and not heard from since. */
-  readonly down = new Set<string>();
+  /** Hosts found down and not heard from since, with how: the server's word or missed heartbeats. */
+  readonly down = new Map<string, DownCause>();
   private readonly subs: Subscription[] = [];
   private timers: NodeJS.Timeout[] = [];
-  private lastCheck = 0;
+  private worker: Worker | undefined;
   private readonly interval: number;
   private readonly timeout: number;
 
   constructor(
     private readonly nc: NatsConnection,
+    private readonly servers: string | string[],
     private readonly codec: ValueCodec,
     readonly hostId: string,
-    private readonly clock: Clock,
     private readonly load: () => HostLoad,
     private readonly onDown: (hostId: string, cause: DownCause, at: number) => void,
     private readonly options: MembershipOptions = {},
   ) {
     this.interval = options.heartbeatIntervalMs ?? 5;
-    this.timeout = options.heartbeatTimeoutMs ?? 20;
+    this.timeout = options.heartbeatTimeoutMs ?? 25;
   }
 
   async start(): Promise<void> {
-    this.subs.push(
-      this.nc.subscribe(subjects.heartbeatAll, {
-        callback: (_e, m) => {
-          const id = m.subject.slice(subjects.heartbeatAll.length - 1);
-          if (id === this.hostId) return;
-          const load = this.codec.decode(m.data) as HostLoad;
-          this.peers.set(id, { lastSeen: this.clock.now(), load });
-          this.down.delete(id);
-        },
-      }),
-    );
     if (this.options.advisories ?? true) {
       this.subs.push(
         this.nc.subscribe(subjects.disconnectAdvisory, {
           callback: (_e, m) => {
             const name = (m.json<{ client?: { name?: string } }>().client?.name ?? '').trim();
             if (name.startsWith(namePrefix))
-              this.markDown(name.slice(namePrefix.length), 'advisory');
+              this.markDown(name.slice(namePrefix.length), 'advisory', preciseNow());
           },
         }),
       );
     }
-    const beat = () =>
-      this.nc.publish(subjects.heartbeat(this.hostId), this.codec.encode(this.load()));
-    beat();
-    this.timers.push(setInterval(beat, this.interval));
-    // Check often enough that detection adds at most a few ms to the timeout.
-    this.lastCheck = this.clock.now();
-    this.timers.push(setInterval(() => this.check(), Math.max(1, this.interval / 2)));
+    const ticks = new SharedArrayBuffer(4);
+    const tick = new Int32Array(ticks);
+    // Coarse on purpose: it only has to show within mainHangMs that this thread still runs.
+    this.timers.push(setInterval(() => Atomics.add(tick, 0, 1), 100));
+    const worker = new Worker(new URL('./liveness-worker.mjs', import.meta.url), {
+      workerData: {
+        servers: this.servers,
+        hostId: this.hostId,
+        intervalMs: this.interval,
+        timeoutMs: this.timeout,
+        mainHangMs: this.options.mainHangMs ?? 1_000,
+        ticks,
+      },
+      execArgv: [],
+    });
+    this.worker = worker;
+    const ready = new Promise<void>((resolve, reject) => {
+      worker.once('error', reject);
+      worker.on('message', (m: FromWorker) => {
+        if (m.type === 'ready') resolve();
+        else if (m.type === 'beat') {
+          let peerLoad;
+          try {
+            peerLoad = this.codec.decode(m.load) as HostLoad;
+          } catch {
+            return; // not an ftmesh host's beat: ignore it
+          }
+          this.peers.set(m.id, { load: peerLoad });
+          this.down.delete(m.id);
+        } else if (m.type === 'down') this.markDown(m.id, 'heartbeat', m.at);
+      });
+    });
+    this.sendLoad();
+    // Loads change slowly; the beats carry the latest one.
+    this.timers.push(setInterval(() => this.sendLoad(), 200));
+    await ready;
     await this.nc.flush();
+  }
+
+  private sendLoad(): void {
+    this.worker?.postMessage({ type: 'load', load: this.codec.encode(this.load()) });
   }
 
   /** Tells the others at once (a draining host's new load) instead of at the next beat. */
   beatNow(): void {
-    this.nc.publish(subjects.heartbeat(this.hostId), this.codec.encode(this.load()));
+    this.sendLoad();
+    this.worker?.postMessage({ type: 'beat-now' });
   }
 
-  private check(): void {
-    const now = this.clock.now();
-    const stalled = now - this.lastCheck > this.timeout / 2;
-    this.lastCheck = now;
-    // Our own event loop stalled: the heartbeats may be waiting in our socket. Judge next time.
-    if (stalled) {
-      for (const p of this.peers.values()) p.lastSeen = Math.max(p.lastSeen, now - this.interval);
-      return;
-    }
-    for (const [id, p] of this.peers) {
-      if (now - p.lastSeen > this.timeout) this.markDown(id, 'heartbeat');
-    }
-  }
-
-  private markDown(id: string, cause: DownCause): void {
+  private markDown(id: string, cause: DownCause, at: number): void {
     if (id === this.hostId) return;
     this.peers.delete(id);
-    if (this.down.has(id)) return;
-    this.down.add(id);
-    this.onDown(id, cause, preciseNow());
+    const known = this.down.get(id);
+    // Heartbeats first, then the advisory confirms it: report the confirmation too.
+    if (known === cause || known === 'advisory') return;
+    this.down.set(id, cause);
+    this.onDown(id, cause, at);
   }
 
   isLive(id: string): boolean {
@@ -152,10 +175,21 @@ export class Membership {
     return best;
   }
 
-  stop(): void {
+  /** Stops the beats (others see this host expire) and the worker. */
+  async stop(): Promise<void> {
     for (const t of this.timers) clearInterval(t);
     this.timers = [];
     for (const s of this.subs) s.unsubscribe();
     this.subs.length = 0;
+    const worker = this.worker;
+    this.worker = undefined;
+    if (!worker) return;
+    const stopped = new Promise<void>((resolve) => {
+      worker.on('message', (m: FromWorker) => m.type === 'stopped' && resolve());
+      worker.once('exit', () => resolve());
+    });
+    worker.postMessage({ type: 'stop' });
+    await Promise.race([stopped, new Promise((r) => setTimeout(r, 500))]);
+    await worker.terminate();
   }
 }
