@@ -109,6 +109,18 @@ export class SessionLog {
     if (this.pendingBytes >= maxBatchBytes) void this.flush();
   }
 
+  /**
+   * Makes every later batch wait for `covered`: a promoted primary's frames
+   * must not reach the log before a snapshot covers what its predecessor
+   * may never have logged, or the log would have a hole.
+   */
+  hold(covered: Promise<unknown>): void {
+    this.chain = this.chain.then(
+      () => covered.then(() => undefined),
+      () => covered.then(() => undefined),
+    );
+  }
+
   /** Drops what is pending and refuses later appends: a fenced primary writes nothing more. */
   discard(): void {
     this.discarded = true;
@@ -145,7 +157,9 @@ export class SessionLog {
         this.onLogged(lastSeq);
         return;
       } catch (err) {
-        // msgID makes the retry idempotent; give up after a bounded number of tries.
+        // msgID makes the retry idempotent; give up after a bounded number of tries,
+        // or at once when this writer was discarded (fenced, or its host closed).
+        if (this.discarded) return;
         if (attempt >= 5) return this.onError(err as Error);
         await new Promise((r) => setTimeout(r, 50 * (attempt + 1)));
       }

@@ -170,6 +170,7 @@ export interface Host {
 
 type ControlRequest =
   | ({ op: 'attach'; sid: string } & SessionSnapshot)
+  | { op: 'sync'; sid: string; actor: string }
   | { op: 'open'; actor: string; sid: string; standby?: string; init?: unknown }
   | { op: 'promote'; sid: string; from: string }
   | { op: 'reprotect'; sid: string; exclude: string[] }
@@ -279,20 +280,32 @@ export async function createHost(options: HostOptions): Promise<Host> {
     sessions.set(sid, primary);
     return primary;
   };
+  const request = async (to: string, req: ControlRequest, timeoutMs = 5_000): Promise<any> => {
+    const reply = await nc.request(subjects.hostControl(to), codec.encode(req), {
+      timeout: timeoutMs,
+    });
+    const answer = codec.decode(reply.data) as { error?: WireError };
+    if (answer.error) throw errorFromWire(answer.error);
+    return answer;
+  };
+  /**
+   * Makes `standby` a hot standby of `sid`. With `init` (a new session, not
+   * serving yet) the state travels in the request; without it the standby
+   * subscribes first and then fetches the primary's snapshot, so a session
+   * that keeps serving loses no commit to it.
+   */
   const attachStandby = async (
     standby: string,
     actor: ActorDefinition,
     sid: string,
-    init: SessionSnapshot,
+    init: SessionSnapshot | undefined,
   ) => {
-    const reply = await nc.request(
-      subjects.hostControl(standby),
-      codec.encode({ op: 'attach', sid, ...init } satisfies ControlRequest),
-      { timeout: 5_000 },
+    await request(
+      standby,
+      init ? { op: 'attach', sid, ...init } : { op: 'sync', sid, actor: actor.name },
     );
-    const answer = codec.decode(reply.data) as { ok?: true; error?: WireError };
-    if (answer.error) throw errorFromWire(answer.error);
   };
+
   const primaryOf = (sid: string): PrimarySession => {
     const s = sessions.get(sid);
     if (s?.role !== 'primary')
@@ -366,15 +379,6 @@ export async function createHost(options: HostOptions): Promise<Host> {
     return s;
   };
 
-  const request = async (to: string, req: ControlRequest, timeoutMs = 5_000): Promise<any> => {
-    const reply = await nc.request(subjects.hostControl(to), codec.encode(req), {
-      timeout: timeoutMs,
-    });
-    const answer = codec.decode(reply.data) as { error?: WireError };
-    if (answer.error) throw errorFromWire(answer.error);
-    return answer;
-  };
-
   // ---- membership, ownership, failover --------------------------------------------------
 
   const capacity = options.capacity ?? 10_000;
@@ -429,7 +433,7 @@ export async function createHost(options: HostOptions): Promise<Host> {
     const standby = pickStandby(exclude);
     if (standby) {
       try {
-        await attachStandby(standby, primary.actor, primary.sid, primary.snapshot());
+        await attachStandby(standby, primary.actor, primary.sid, undefined);
       } catch (err) {
         onError(new FtmError(`${primary.sid}: standby ${standby} refused`, { cause: err }));
         return undefined;
@@ -483,81 +487,83 @@ export async function createHost(options: HostOptions): Promise<Host> {
     const replica = sessions.get(sid);
     if (replica?.role !== 'standby' || busy.has(sid)) return undefined;
     busy.add(sid);
+    let record: OwnerRecord | undefined;
     try {
-      const record = await updateRecord(sid, (r) =>
+      record = await updateRecord(sid, (r) =>
         r.primary === from && r.standby === hostId
           ? { ...r, primary: hostId, standby: '', epoch: Math.max(r.epoch, replica.epoch) + 1 }
           : undefined,
       );
-      if (!record || sessions.get(sid) !== replica) return undefined;
-      const rec: FailoverRecord = {
-        sid,
-        cause,
-        from,
-        to: hostId,
-        epoch: record.epoch,
-        seq: replica.seq,
-        detectedAt,
-        promotedAt: preciseNow(),
-        replayed: 0,
-      };
-      // From here on, in one synchronous block: the state we start from, and
-      // the inputs no commit covered, queued until the primary serves.
-      const init = {
-        actor: replica.actor.name,
-        state: replica.state,
-        seq: replica.seq,
-        epoch: record.epoch,
-        meta: replica.meta.snapshot(),
-      };
-      rec.seq = init.seq;
-      const queued: Uint8Array[] = [];
-      const handover: { to?: PrimarySession } = {};
-      const inputs = replica.takeOver((bytes) =>
-        handover.to ? handover.to.onInput(bytes) : queued.push(bytes),
-      );
-      const primary = startPrimary(replica.actor, sid, init);
-      // The log may lack the old primary's last frames: until a snapshot
-      // covers them, only what this epoch logs counts as logged.
-      primary.log.loggedSeq = 0;
-      const standby = pickStandby([from]);
-      if (standby) {
-        try {
-          await attachStandby(standby, replica.actor, sid, init);
-          primary.standbyHost = standby;
-        } catch (err) {
-          onError(new FtmError(`${sid}: standby ${standby} refused`, { cause: err }));
-        }
-      }
-      primary.onNextReply = (at) => (rec.firstReplyAt = at);
-      primary.serve();
-      handover.to = primary;
-      for (const bytes of inputs) primary.onInput(bytes);
-      for (const bytes of queued) primary.onInput(bytes);
-      rec.replayed = inputs.length + queued.length;
-      rec.replayedAt = preciseNow();
-      history.push(rec);
-      // Our own input subscription is on the server once this flush returns.
-      await nc.flush();
-      replica.close();
-      await updateRecord(sid, (r) =>
-        r.primary === hostId && r.epoch === record.epoch
-          ? { ...r, standby: primary.standbyHost }
-          : undefined,
-      );
-      rec.standby = primary.standbyHost;
-      if (primary.standbyHost) rec.reprotectedAt = preciseNow();
-      // A snapshot covers whatever the old primary never logged; then it counts as logged.
-      primary
-        .snapshotNow()
-        .then((seq) => primary.onLogged(seq))
-        .catch((err: unknown) =>
-          onError(new FtmError(`${sid}: snapshot after promotion`, { cause: err })),
-        );
-      return rec;
     } finally {
-      busy.delete(sid);
+      if (!record) busy.delete(sid);
     }
+    if (!record || sessions.get(sid) !== replica) {
+      busy.delete(sid);
+      return undefined;
+    }
+    const epoch = record.epoch;
+    // From here on, in one synchronous block: the state we start from, and
+    // the inputs no commit covered, queued until the primary serves.
+    const init = {
+      actor: replica.actor.name,
+      state: replica.state,
+      seq: replica.seq,
+      epoch,
+      meta: replica.meta.snapshot(),
+    };
+    const rec: FailoverRecord = {
+      sid,
+      cause,
+      from,
+      to: hostId,
+      epoch,
+      seq: init.seq,
+      detectedAt,
+      promotedAt: preciseNow(),
+      replayed: 0,
+    };
+    const queued: Uint8Array[] = [];
+    const handover: { to?: PrimarySession } = {};
+    const inputs = replica.takeOver((bytes) =>
+      handover.to ? handover.to.onInput(bytes) : queued.push(bytes),
+    );
+    const primary = startPrimary(replica.actor, sid, init);
+    // No standby yet: the log stands in for it (replies wait for the log's
+    // ack). The old primary may not have logged its last frames, so this
+    // epoch's frames wait until a snapshot at init.seq covers them: the log
+    // never has a hole, and only then does init.seq count as logged.
+    primary.log.loggedSeq = 0;
+    const covered = saveSnapshot(sid, init);
+    primary.log.hold(covered);
+    covered.then(
+      () => {
+        primary.log.loggedSeq = Math.max(primary.log.loggedSeq, init.seq);
+        primary.onLogged(init.seq);
+      },
+      (err: unknown) => onError(new FtmError(`${sid}: snapshot after promotion`, { cause: err })),
+    );
+    primary.onNextReply = (at) => (rec.firstReplyAt = at);
+    primary.serve();
+    handover.to = primary;
+    for (const bytes of inputs) primary.onInput(bytes);
+    for (const bytes of queued) primary.onInput(bytes);
+    rec.replayed = inputs.length + queued.length;
+    rec.replayedAt = preciseNow();
+    history.push(rec);
+    // The replica's input subscription goes once ours is on the server (after
+    // this flush); then two copies again: a new standby subscribes, then
+    // fetches the state while we serve.
+    void nc
+      .flush()
+      .then(() => replica.close())
+      .then(() => protect(primary, [from]))
+      .then((standby) => {
+        rec.standby = standby ?? '';
+        if (standby) rec.reprotectedAt = preciseNow();
+      })
+      .catch((err: unknown) => onError(new FtmError(`${sid}: re-protection`, { cause: err })))
+      .finally(() => busy.delete(sid));
+    return rec;
   };
 
   /**
@@ -689,7 +695,8 @@ export async function createHost(options: HostOptions): Promise<Host> {
 
   const serveControl = async (req: ControlRequest): Promise<object> => {
     switch (req.op) {
-      case 'attach': {
+      case 'attach':
+      case 'sync': {
         if (sessions.has(req.sid))
           throw new SessionExistsError(`session ${req.sid} already on host ${hostId}`);
         const replica = new ReplicaSession(
@@ -697,12 +704,18 @@ export async function createHost(options: HostOptions): Promise<Host> {
           codec,
           actorNamed(req.actor),
           req.sid,
-          { ...req, state: freeze(req.state, true) },
+          req.op === 'attach' ? { ...req, state: freeze(req.state, true) } : undefined,
           onError,
           replicaSource(req.sid),
         );
         sessions.set(req.sid, replica);
-        await replica.start();
+        try {
+          await replica.start();
+        } catch (err) {
+          replica.close();
+          if (sessions.get(req.sid) === replica) sessions.delete(req.sid);
+          throw err;
+        }
         return { ok: true };
       }
       case 'open':
@@ -916,13 +929,16 @@ export async function createHost(options: HostOptions): Promise<Host> {
       ownership.close();
       hostControl.unsubscribe();
       // Let snapshots finish and pending log frames reach JetStream before the sessions stop.
-      await Promise.all(
+      // Bounded: a JetStream that does not answer must not hold the shutdown.
+      const flushed = Promise.all(
         [...sessions.values()].map((s) =>
           s.role === 'primary'
             ? s.idle().then(() => s.log.flush().catch(() => 0))
             : Promise.resolve(0),
         ),
       );
+      await Promise.race([flushed, new Promise((r) => setTimeout(r, 2_000).unref())]);
+      for (const s of sessions.values()) if (s.role === 'primary') s.log.discard();
       for (const s of sessions.values()) s.close();
       for (const c of clients.values()) c.close();
       await Promise.all([...pools.values()].map((p) => p.close()));

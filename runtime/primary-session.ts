@@ -151,6 +151,8 @@ export class PrimarySession {
         const snap = this.snapshot(); // immer state is immutable: no copy needed
         this.sinceSnapshot = 0;
         await this.log.flush();
+        // Fenced meanwhile: the successor's snapshot must not be overwritten by ours.
+        if (this.fenced) return snap.seq;
         await this.saveSnapshot(snap);
         await this.log.purgeUpTo(snap.seq);
         return snap.seq;

@@ -46,6 +46,8 @@ export class ReplicaSession {
   private ackScheduled = false;
   private repairing = false;
   private stopped = false;
+  /** Until the primary's snapshot is in, every frame waits in `early`. */
+  private syncing: boolean;
   /** Set on promotion: inputs go straight to the new primary instead of the buffer. */
   private forward: ((bytes: Uint8Array) => void) | undefined;
 
@@ -54,28 +56,49 @@ export class ReplicaSession {
     private readonly codec: ValueCodec,
     readonly actor: ActorDefinition,
     readonly sid: string,
-    init: { state: object; seq: number; epoch: number; meta: MetaSnapshot },
+    /** The state to start from; undefined: fetch it from the primary in start(), streaming meanwhile. */
+    init: { state: object; seq: number; epoch: number; meta: MetaSnapshot } | undefined,
     private readonly onError: (err: FtmError) => void,
     private readonly source: ReplicaSource,
     private readonly maxUncovered = 10_000,
   ) {
-    this.state = init.state;
-    this.seq = init.seq;
-    this.epoch = init.epoch;
-    this.meta = new SessionMeta(init.meta);
+    this.syncing = init === undefined;
+    this.state = init?.state ?? {};
+    this.seq = init?.seq ?? 0;
+    this.epoch = init?.epoch ?? 0;
+    this.meta = new SessionMeta(init?.meta);
     this.runner = new TransitionRunner(actor, sid, () => 0);
   }
 
-  /** Subscribes to the session's inputs and output; resolves once the server has the subscriptions. */
+  /**
+   * Subscribes to the session's inputs and output; resolves once the server
+   * has the subscriptions and, when started without a state, once the
+   * primary's snapshot is installed. Subscribing first means no commit made
+   * while the snapshot travels is missed: it waits and applies after it.
+   */
   async start(): Promise<void> {
     this.subs.push(
       this.nc.subscribe(subjects.output(this.sid), { callback: (_e, m) => this.onOutput(m.data) }),
       this.nc.subscribe(subjects.input(this.sid), { callback: (_e, m) => this.onInput(m.data) }),
     );
+    await this.nc.flush();
+    if (this.syncing) {
+      this.install(await this.source.snapshot());
+      this.syncing = false;
+      for (const id of this.uncovered.keys())
+        if (this.meta.dedup.has(id)) this.uncovered.delete(id);
+      this.drainEarly();
+    }
     // Acknowledge the state we start from: a repeat answered from the dedup
     // table before the next commit is released on it.
     this.scheduleAck();
-    await this.nc.flush();
+  }
+
+  private install(snap: { state: object; seq: number; epoch: number; meta: MetaSnapshot }): void {
+    this.state = freeze(snap.state, true);
+    this.seq = snap.seq;
+    this.epoch = Math.max(this.epoch, snap.epoch);
+    this.meta = new SessionMeta(snap.meta);
   }
 
   private onInput(bytes: Uint8Array): void {
@@ -109,6 +132,10 @@ export class ReplicaSession {
       return;
     }
     if (f.kind !== FrameKind.commit || f.flags & CommitFlag.duplicate) return;
+    if (this.syncing) {
+      this.early.set(f.seq, { ...f, patches: f.patches.slice(), reply: f.reply.slice() });
+      return;
+    }
     if (f.epoch < this.epoch) {
       return this.onError(
         new StaleEpochError(
@@ -130,7 +157,8 @@ export class ReplicaSession {
   }
 
   private drainEarly(): void {
-    for (const seq of this.early.keys()) if (seq <= this.seq) this.early.delete(seq);
+    for (const [seq, f] of this.early)
+      if (seq <= this.seq || f.epoch < this.epoch) this.early.delete(seq);
     for (let next = this.early.get(this.seq + 1); next; next = this.early.get(this.seq + 1)) {
       this.early.delete(next.seq);
       if (!this.apply(next)) return;
@@ -156,10 +184,7 @@ export class ReplicaSession {
         if (reason === 'corrupt' || (this.early.size > 0 && !this.early.has(this.seq + 1))) {
           const snap = await this.source.snapshot();
           if (snap.seq >= this.seq && !this.stopped) {
-            this.state = freeze(snap.state, true);
-            this.seq = snap.seq;
-            this.epoch = Math.max(this.epoch, snap.epoch);
-            this.meta = new SessionMeta(snap.meta);
+            this.install(snap);
             this.scheduleAck();
           }
           this.drainEarly();

@@ -17,6 +17,9 @@ describe('ownership races and planned handoff (hosts in this process)', function
       actors: exampleActors,
       hostId,
       onError: () => {},
+      // Four hosts share this process's two cores: detection is not under test here,
+      // a wide heartbeat timeout keeps false detections out of it.
+      heartbeatTimeoutMs: 500,
       ...extra,
     });
     hosts.push(h);

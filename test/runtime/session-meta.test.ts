@@ -121,7 +121,7 @@ describe('the replicated session meta: timers, dedup table, lost last commit', f
     const a = await host('rt-a');
     const b = await host('rt-b');
     await a.openSession('ticker', 'rt', { standby: 'rt-b' });
-    await a.request('rt', 'start', { target: 1, every: 300 });
+    await a.request('rt', 'start', { target: 1, every: 1_500 });
     await a.close();
     await b.close();
 
