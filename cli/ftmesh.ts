@@ -24,6 +24,13 @@ async function demo(): Promise<void> {
   console.log(server ? `started nats-server ${url} (pid ${server.pid})` : `using nats ${url}`);
   const primary = await createHost({ nats: url, actors: exampleActors, hostId: 'primary' });
   const standby = await createHost({ nats: url, actors: exampleActors, hostId: 'standby' });
+  // A third party that only sends requests (capacity 0: it serves nothing).
+  const client = await createHost({
+    nats: url,
+    actors: exampleActors,
+    hostId: 'client',
+    capacity: 0,
+  });
   try {
     await primary.openSession('counter', 'demo-room', { standby: 'standby' });
     for (const by of [1, 2, 3, 4, 5]) {
@@ -37,7 +44,28 @@ async function demo(): Promise<void> {
     const equal = primary.hash('demo-room') === standby.hash('demo-room');
     console.log(equal ? 'standby state equals the primary' : 'STANDBY DIFFERS FROM PRIMARY');
     process.exitCode = equal ? 0 : 1;
+
+    // The primary goes away; the standby takes over and the session goes on.
+    await client.placeSession('counter', 'demo-failover', {
+      primary: 'primary',
+      standby: 'standby',
+    });
+    await client.request('demo-failover', 'add', 1);
+    console.log('primary host closes its NATS connection, as a crash would...');
+    await primary.close();
+    const value = await client.request('demo-failover', 'add', 10);
+    const f = standby.failovers().find((x) => x.sid === 'demo-failover');
+    const owner = client.owner('demo-failover');
+    console.log(
+      `add 10 -> ${String(value)}, answered by ${owner?.primary} in epoch ${owner?.epoch}` +
+        (f
+          ? ` (${f.cause}: promoted ${(f.promotedAt! - f.detectedAt).toFixed(1)} ms after detection, ` +
+            `first reply ${(f.firstReplyAt! - f.detectedAt).toFixed(1)} ms after)`
+          : ''),
+    );
+    if (value !== 11) process.exitCode = 1;
   } finally {
+    await client.close();
     await primary.close();
     await standby.close();
     await server?.stop();
