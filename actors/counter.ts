@@ -4,6 +4,7 @@ import { defineActor } from '../runtime/index.ts';
 export const counter = defineActor({
   name: 'counter',
   initialState: { value: 0, last: [] as { by: number; at: number }[] },
+  messages: { add: (by) => Number.isFinite(by) || 'a finite number' },
   handlers: {
     add(state, by: number, ctx) {
       if (!Number.isFinite(by)) throw new TypeError('add: payload must be a finite number');
@@ -22,4 +23,5 @@ export const ledger = defineActor({
   consistency: 'durable',
   initialState: (init: unknown) => counter.initialState(init),
   handlers: counter.handlers,
+  ...(counter.messages ? { messages: counter.messages } : {}),
 });

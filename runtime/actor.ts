@@ -29,7 +29,34 @@ export interface TransitionContext {
   setTimer(key: string, delayMs: number, type: string, payload?: unknown): void;
   /** Disarms the timer `key` (no-op when none is armed). */
   clearTimer(key: string): void;
+  /**
+   * Pushes `event` to the session's clients once this transaction commits,
+   * released like a reply (in `standby` mode after the standby's ack).
+   */
+  emit(event: string, payload?: unknown): void;
 }
+
+/** What a datagram handler may do: read who sent it, forward bytes to clients. */
+export interface DatagramContext {
+  readonly sid: string;
+  /** The client that sent the datagram (as the gateway named it). */
+  readonly from: string;
+  /** Sends `data` to one client (`to`), or to every client of the session but the sender. */
+  forward(data: Uint8Array, to?: string): void;
+}
+
+/**
+ * Media-like traffic: datagrams are forwarded, not state. Only the primary
+ * receives them; the handler reads the state but cannot change it.
+ */
+export type DatagramHandler<S> = (
+  state: Readonly<S>,
+  data: Uint8Array,
+  ctx: DatagramContext,
+) => void;
+
+/** A message check: true when the payload is acceptable, else the reason it is not. */
+export type MessageCheck = (payload: unknown) => true | string;
 
 /** CPU work off the event loop: a module exporting `tasks`, run on a pool of threads. */
 export interface WorkerOptions {
@@ -48,6 +75,9 @@ export interface ActorDefinition<S extends object = object> {
   initialState(init: unknown): S;
   readonly handlers: Readonly<Record<string, Handler<S>>>;
   readonly workers?: WorkerOptions;
+  /** Checks of message payloads by type; a payload that fails never reaches a handler. */
+  readonly messages?: Readonly<Record<string, MessageCheck>>;
+  readonly datagram?: DatagramHandler<S>;
 }
 
 /** Options of {@link defineActor}. */
@@ -58,6 +88,13 @@ export interface ActorOptions<S extends object> {
   initialState: S | ((init: unknown) => S);
   handlers: Record<string, Handler<S>>;
   workers?: WorkerOptions;
+  /**
+   * Checks of message payloads by type, run by the primary (and by gateways,
+   * before anything reaches NATS).
+   */
+  messages?: Record<string, MessageCheck>;
+  /** Handles datagrams sent to the session (forwarding, as a media bridge does). */
+  datagram?: DatagramHandler<S>;
 }
 
 const modes: readonly string[] = ['async', 'standby', 'durable'];
@@ -90,5 +127,7 @@ export function defineActor<S extends object>(options: ActorOptions<S>): ActorDe
     initialState: typeof init === 'function' ? init : () => structuredClone(init),
     handlers: Object.freeze({ ...options.handlers }),
     ...(options.workers ? { workers: options.workers } : {}),
+    ...(options.messages ? { messages: Object.freeze({ ...options.messages }) } : {}),
+    ...(options.datagram ? { datagram: options.datagram } : {}),
   });
 }

@@ -67,6 +67,12 @@ export class CorruptPatchError extends FtmError {
 }
 
 /** A frame that is not a valid ftmesh wire frame. */
+/** The payload does not pass the actor's declared check for its message type; nothing was applied. */
+export class InvalidMessageError extends FtmError {
+  override name = 'InvalidMessageError';
+  override readonly code = 'invalid_message';
+}
+
 export class MalformedFrameError extends FtmError {
   override name = 'MalformedFrameError';
   override readonly code = 'malformed_frame';
@@ -100,6 +106,7 @@ export class WorkerJobError extends FtmError {
 
 const byCode: Record<string, new (message: string) => FtmError> = {
   invalid_argument: InvalidArgumentError,
+  invalid_message: InvalidMessageError,
   handler_error: HandlerError,
   unknown_message_type: UnknownMessageTypeError,
   unknown_actor: UnknownActorError,

@@ -3,6 +3,9 @@ export type {
   ActorDefinition,
   ActorOptions,
   ConsistencyMode,
+  DatagramContext,
+  DatagramHandler,
+  MessageCheck,
   Handler,
   TransitionContext,
 } from './actor.ts';
@@ -22,6 +25,7 @@ export type { Clock } from './clock.ts';
 export {
   FtmError,
   InvalidArgumentError,
+  InvalidMessageError,
   HandlerError,
   UnknownMessageTypeError,
   UnknownActorError,

@@ -1,7 +1,7 @@
 import type { NatsConnection, Subscription } from '@nats-io/transport-node';
 import type { ActorDefinition } from './actor.ts';
 import type { ValueCodec } from './codec.ts';
-import { errorToWire, FtmError, HandlerError } from './errors.ts';
+import { errorToWire, FtmError, HandlerError, InvalidMessageError } from './errors.ts';
 import { subjects } from './subjects.ts';
 import type { SessionLog } from './durable-log.ts';
 import { TransitionRunner } from './transition.ts';
@@ -22,7 +22,10 @@ import {
   FrameKind,
   decodeFrame,
   encodeAck,
+  decodeDatagram,
   encodeCommit,
+  encodeDatagram,
+  encodeEvent,
   encodeRefusal,
 } from './wire.ts';
 
@@ -70,6 +73,7 @@ export class PrimarySession {
   readonly meta: SessionMeta;
   private readonly armed = new Map<string, NodeJS.Timeout>();
   private acks: Subscription | undefined;
+  private datagrams: Subscription | undefined;
   /** Commits the standby has not acknowledged yet, oldest first: sent again if it stays silent. */
   private readonly unacked: { seq: number; frame: Uint8Array }[] = [];
   /** Highest seq the standby acknowledged in this epoch. */
@@ -191,7 +195,27 @@ export class PrimarySession {
     });
     for (const [key, timer] of this.meta.timers) this.arm(key, timer);
     for (const [id, job] of this.meta.jobs) this.dispatch(id, job);
+    if (this.actor.datagram) this.receiveDatagrams(this.actor.datagram);
     this.resumeInputs();
+  }
+
+  /** Only the primary takes the session's datagrams: the subscriber swap on promotion. */
+  private receiveDatagrams(handle: NonNullable<ActorDefinition['datagram']>): void {
+    const out = subjects.datagramOut(this.sid);
+    this.datagrams = this.nc.subscribe(subjects.datagramIn(this.sid), {
+      callback: (_err, msg) => {
+        try {
+          const d = decodeDatagram(msg.data);
+          handle(this.state, d.data, {
+            sid: this.sid,
+            from: d.from,
+            forward: (data, to = '') => this.nc.publish(out, encodeDatagram(d.from, to, data)),
+          });
+        } catch (err) {
+          this.onError(new FtmError(`${this.sid}: datagram dropped`, { cause: err }));
+        }
+      },
+    });
   }
 
   /** Subscribes to the session's inputs (again, after {@link stopInputs}). */
@@ -242,6 +266,19 @@ export class PrimarySession {
         new HandlerError(`undecodable payload: ${(err as Error).message}`),
       );
     }
+    const check = this.actor.messages?.[frame.type];
+    let verdict: true | string;
+    try {
+      verdict = check ? check(payload) : true;
+    } catch (err) {
+      verdict = String((err as Error)?.message ?? err);
+    }
+    if (verdict !== true) {
+      return this.refuse(
+        frame.requestId,
+        new InvalidMessageError(`${this.actor.name}.${frame.type}: ${verdict}`),
+      );
+    }
     this.commit(frame.requestId, frame.type, payload);
   }
 
@@ -273,6 +310,13 @@ export class PrimarySession {
         this.onNextReply = undefined;
       }
       this.sent(commit);
+      for (const e of t.events) {
+        const payload = e.payload === undefined ? empty : this.codec.encode(e.payload);
+        this.nc.publish(
+          subjects.events(this.sid),
+          encodeEvent(this.flags, this.epoch, this.seq, e.event, payload),
+        );
+      }
       this.log.append(commit);
       if (this.flags === ConsistencyCode.durable || !this.standbyHost) this.flushSoon();
       if (++this.sinceSnapshot >= this.snapshotEvery) {
@@ -434,6 +478,8 @@ export class PrimarySession {
     this.inputs?.unsubscribe();
     this.control?.unsubscribe();
     this.acks?.unsubscribe();
+    this.datagrams?.unsubscribe();
+    this.datagrams = undefined;
     for (const w of this.ackWaiters) w.resolve();
     this.ackWaiters = [];
     this.inputs = undefined;

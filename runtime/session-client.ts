@@ -9,9 +9,14 @@ import {
   ConsistencyCode,
   FrameKind,
   consistencyOf,
+  decodeDatagram,
   decodeFrame,
+  encodeDatagram,
   encodeInput,
 } from './wire.ts';
+
+/** An event held until its transaction may be released, like a reply. */
+type HeldEvent = { seq: number; epoch: number; mode: number; event: string; payload: Uint8Array };
 
 type Pending = {
   resolve: (v: unknown) => void;
@@ -44,6 +49,8 @@ export class SessionClient {
   private epoch = 0;
   /** How many times a new epoch made this client send its unreleased requests again. */
   resends = 0;
+  private readonly eventListeners: ((event: string, payload: unknown) => void)[] = [];
+  private readonly heldEvents: HeldEvent[] = [];
   private sweep: NodeJS.Timeout | undefined;
   private closed = false;
 
@@ -113,6 +120,66 @@ export class SessionClient {
     if (!this.release(f.requestId, p)) this.held.push(f.requestId);
   }
 
+  /**
+   * Calls `fn` with every event the session's actor emits (`ctx.emit`), in
+   * commit order, once its transaction may be released (the same rule as replies).
+   */
+  onEvent(fn: (event: string, payload: unknown) => void): void {
+    if (!this.eventListeners.length) {
+      this.subs.push(
+        this.nc.subscribe(subjects.events(this.sid), {
+          callback: (_e, m) => this.onEventFrame(m.data),
+        }),
+      );
+    }
+    this.eventListeners.push(fn);
+  }
+
+  /** Sends a datagram to the session's primary, as client `from`, to one client or (empty) the others. */
+  sendDatagram(data: Uint8Array, from: string, to = ''): void {
+    this.nc.publish(subjects.datagramIn(this.sid), encodeDatagram(from, to, data));
+  }
+
+  /** Calls `fn` with every datagram the primary forwards to the session's clients. */
+  onDatagram(fn: (data: Uint8Array, from: string, to: string) => void): void {
+    this.subs.push(
+      this.nc.subscribe(subjects.datagramOut(this.sid), {
+        callback: (_e, m) => {
+          try {
+            const d = decodeDatagram(m.data);
+            fn(d.data, d.from, d.to);
+          } catch {
+            // A malformed datagram is dropped, as UDP would.
+          }
+        },
+      }),
+    );
+  }
+
+  private onEventFrame(bytes: Uint8Array): void {
+    const f = decodeFrame(bytes);
+    if (f.kind !== FrameKind.event || f.epoch < this.epoch) return;
+    if (f.epoch > this.epoch) this.newEpoch(f.epoch);
+    this.heldEvents.push({
+      seq: f.seq,
+      epoch: f.epoch,
+      mode: consistencyOf(f.flags),
+      event: f.event,
+      payload: f.payload.slice(),
+    });
+    this.releaseEvents();
+  }
+
+  private releaseEvents(): void {
+    while (this.heldEvents.length) {
+      const e = this.heldEvents[0]!;
+      if (!this.releasable(e)) break;
+      this.heldEvents.shift();
+      const payload = e.payload.length ? this.codec.decode(e.payload) : undefined;
+      for (const fn of this.eventListeners) fn(e.event, payload);
+    }
+  }
+
   private onAck(bytes: Uint8Array): void {
     const f = decodeFrame(bytes);
     if (f.kind !== FrameKind.ack || f.epoch < this.epoch) return;
@@ -128,6 +195,7 @@ export class SessionClient {
       if (p?.held && !this.release(id, p)) break;
       this.held.shift();
     }
+    if (this.heldEvents.length) this.releaseEvents();
   }
 
   /**
@@ -150,6 +218,9 @@ export class SessionClient {
   private newEpoch(epoch: number): void {
     this.epoch = epoch;
     this.held.length = 0;
+    // Events of an older epoch may never be acknowledged; a re-run input emits them again.
+    for (let i = this.heldEvents.length - 1; i >= 0; i--)
+      if (this.heldEvents[i]!.epoch < epoch) this.heldEvents.splice(i, 1);
     for (const p of this.pending.values()) {
       if (p.held && p.held.epoch >= epoch) {
         continue;
@@ -161,15 +232,19 @@ export class SessionClient {
     for (const [id, p] of this.pending) if (p.held) this.held.push(id);
   }
 
+  /** True when a transaction of this mode, epoch and seq may be shown to clients. */
+  private releasable(h: { mode: number; epoch: number; seq: number }): boolean {
+    return (
+      h.mode === ConsistencyCode.async ||
+      (this.acked(this.standbyAck, h) &&
+        (h.mode !== ConsistencyCode.durable || this.acked(this.logAck, h)))
+    );
+  }
+
   /** Releases the reply if its mode allows it now; true when released. */
   private release(id: string, p: Pending): boolean {
     const h = p.held!;
-    const ok =
-      h.mode === ConsistencyCode.async ||
-      h.released ||
-      (this.acked(this.standbyAck, h) &&
-        (h.mode !== ConsistencyCode.durable || this.acked(this.logAck, h)));
-    if (!ok) return false;
+    if (!h.released && !this.releasable(h)) return false;
     this.pending.delete(id);
     p.resolve(this.codec.decode(h.reply));
     return true;

@@ -8,6 +8,8 @@ import { InvalidArgumentError } from './errors.ts';
  * - `ftm.s.<sid>.out`  committed transactions: reply + piggybacked patches
  * - `ftm.s.<sid>.ack`  standby applied seq n / log holds seq n
  * - `ftm.s.<sid>.ctl`  control requests to the session's primary (snapshot, flush)
+ * - `ftm.s.<sid>.evt`  events the actor emits for its clients (released like replies)
+ * - `ftm.s.<sid>.dg.in`, `.dg.out`  datagrams to the primary, and forwarded to clients
  * - `ftm.h.<host>.ctl` control requests to a host (attach a standby, ...)
  * - `ftm.log.<sid>`    durable log of patch batches (JetStream)
  * - `ftm.hb.<host>`    a host's heartbeat, with its load
@@ -18,6 +20,9 @@ export const subjects = {
   output: (sid: string) => `ftm.s.${sid}.out`,
   ack: (sid: string) => `ftm.s.${sid}.ack`,
   control: (sid: string) => `ftm.s.${sid}.ctl`,
+  events: (sid: string) => `ftm.s.${sid}.evt`,
+  datagramIn: (sid: string) => `ftm.s.${sid}.dg.in`,
+  datagramOut: (sid: string) => `ftm.s.${sid}.dg.out`,
   hostControl: (hostId: string) => `ftm.h.${hostId}.ctl`,
   log: (sid: string) => `ftm.log.${sid}`,
   logAll: 'ftm.log.>',

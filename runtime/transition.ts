@@ -14,6 +14,8 @@ export interface Transition {
   readonly reply: unknown;
   /** Timers and worker jobs to start now that the transaction committed; replicated. */
   readonly effects: Effect[];
+  /** Events for the session's clients, sent once the transaction committed. */
+  readonly events: { event: string; payload: unknown }[];
 }
 
 /** A small, fast, seedable PRNG (mulberry32) so `ctx.random()` replays identically. */
@@ -71,6 +73,7 @@ export class TransitionRunner {
       );
     const at = this.now();
     const effects: Effect[] = [];
+    const events: { event: string; payload: unknown }[] = [];
     let jobs = 0;
     const ctx: TransitionContext = {
       runInWorker: (task, input, resultType) =>
@@ -89,6 +92,7 @@ export class TransitionRunner {
         });
       },
       clearTimer: (key) => void effects.push({ op: 'cancel', key }),
+      emit: (event, eventPayload) => void events.push({ event, payload: eventPayload }),
       sid: this.sid,
       seq,
       now: () => at,
@@ -101,13 +105,17 @@ export class TransitionRunner {
           this.service = this.adapter.create(undefined);
           this.adapter.setState(this.service, structuredClone(state));
         }
-        return { ...runAdapter(this.adapter, this.service, state, type, payload, ctx), effects };
+        return {
+          ...runAdapter(this.adapter, this.service, state, type, payload, ctx),
+          effects,
+          events,
+        };
       }
       const [next, patches] = this.immer.produceWithPatches(state, (draft: any) => {
         const r = handler(draft, payload, ctx);
         reply = isDraft(r) ? current(r) : r;
       });
-      return { state: next, patches, reply, effects };
+      return { state: next, patches, reply, effects, events };
     } catch (err) {
       throw new HandlerError(
         `handler ${this.actor.name}.${type} threw: ${(err as Error)?.message ?? String(err)}`,

@@ -10,12 +10,13 @@ import { MalformedFrameError } from './errors.ts';
  * Commit  [kind=2][flags][u32 epoch][f64 seq][u16 idLen][id][u32 replyLen][reply][patches...]
  * Refusal [kind=3][flags][u32 epoch][f64 seq][u16 idLen][id][u32 errLen][error][]
  * Ack     [kind=4][source][u32 epoch][f64 seq]
+ * Event   [kind=5][flags][u32 epoch][f64 seq][u16 nameLen][name][u32 payloadLen][payload]
  *
  * Numbers are big-endian. `seq` is a float64 holding a safe integer.
  * A commit's reply and patches, and an input's payload, are encoded by the
  * value codec; the wire layer treats them as opaque bytes.
  */
-export const FrameKind = { input: 1, commit: 2, refusal: 3, ack: 4 } as const;
+export const FrameKind = { input: 1, commit: 2, refusal: 3, ack: 4, event: 5 } as const;
 
 /** Consistency modes, as stored in the low two bits of a commit's flags. */
 export const ConsistencyCode = { async: 0, standby: 1, durable: 2 } as const;
@@ -66,6 +67,15 @@ export type RefusalFrame = {
   error: Uint8Array;
 };
 
+export type EventFrame = {
+  kind: typeof FrameKind.event;
+  flags: number;
+  epoch: number;
+  seq: number;
+  event: string;
+  payload: Uint8Array;
+};
+
 export type AckFrame = {
   kind: typeof FrameKind.ack;
   source: number;
@@ -73,7 +83,7 @@ export type AckFrame = {
   seq: number;
 };
 
-export type Frame = InputFrame | CommitFrame | RefusalFrame | AckFrame;
+export type Frame = InputFrame | CommitFrame | RefusalFrame | AckFrame | EventFrame;
 
 const maxId = 0xffff;
 
@@ -145,6 +155,17 @@ export function encodeRefusal(epoch: number, seq: number, requestId: string, err
   return encodeSequenced(FrameKind.refusal, 0, epoch, seq, requestId, error, undefined);
 }
 
+/** Encodes an event the transaction `seq` emitted; `flags` carry the consistency mode. */
+export function encodeEvent(
+  flags: number,
+  epoch: number,
+  seq: number,
+  event: string,
+  payload: Uint8Array,
+): Uint8Array {
+  return encodeSequenced(FrameKind.event, flags, epoch, seq, event, payload, undefined);
+}
+
 /** Encodes an acknowledgement that `source` holds every seq up to `seq`. */
 export function encodeAck(source: number, epoch: number, seq: number): Uint8Array {
   const out = new Uint8Array(14);
@@ -187,7 +208,8 @@ export function decodeFrame(bytes: Uint8Array): Frame {
     if (bytes.length !== 14) fail(`ack of ${bytes.length} bytes`);
     return { kind, source: bytes[1]!, epoch: view.getUint32(2), seq: view.getFloat64(6) };
   }
-  if (kind !== FrameKind.commit && kind !== FrameKind.refusal) fail(`unknown kind ${kind}`);
+  if (kind !== FrameKind.commit && kind !== FrameKind.refusal && kind !== FrameKind.event)
+    fail(`unknown kind ${kind}`);
   if (bytes.length < 16) fail('truncated header');
   const flags = bytes[1]!;
   const epoch = view.getUint32(2);
@@ -202,6 +224,7 @@ export function decodeFrame(bytes: Uint8Array): Frame {
   if (at + bodyLength > bytes.length) fail('truncated body');
   const body = bytes.subarray(at, at + bodyLength);
   if (kind === FrameKind.refusal) return { kind, epoch, seq, requestId, error: body };
+  if (kind === FrameKind.event) return { kind, flags, epoch, seq, event: requestId, payload: body };
   return {
     kind,
     flags,
@@ -273,4 +296,36 @@ export function decodeBatch(bytes: Uint8Array): Uint8Array[] {
     at += 4 + n;
   }
   return frames;
+}
+
+/**
+ * A datagram: `[u16 fromLen][from][u16 toLen][to][data]`. `to` is empty for
+ * "every client of the session but the sender".
+ */
+export function encodeDatagram(from: string, to: string, data: Uint8Array): Uint8Array {
+  const f = idBytes(from);
+  const t = idBytes(to);
+  const out = new Uint8Array(4 + f.length + t.length + data.length);
+  const view = new DataView(out.buffer);
+  let at = writeString(view, out, 0, f);
+  at = writeString(view, out, at, t);
+  out.set(data, at);
+  return out;
+}
+
+/** Decodes a datagram; `data` is a view into `bytes`. */
+export function decodeDatagram(bytes: Uint8Array): { from: string; to: string; data: Uint8Array } {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  let at = 0;
+  const read = (): string => {
+    if (at + 2 > bytes.length) fail('truncated datagram');
+    const n = view.getUint16(at);
+    if (at + 2 + n > bytes.length) fail('truncated datagram');
+    const s = decoder.decode(bytes.subarray(at + 2, at + 2 + n));
+    at += 2 + n;
+    return s;
+  };
+  const from = read();
+  const to = read();
+  return { from, to, data: bytes.subarray(at) };
 }
