@@ -136,6 +136,8 @@ export interface Host {
   inspect(hostId: string, sid: string): Promise<Inspection>;
   /** Asks another host for the failovers it took part in as the new primary. */
   failoversOf(hostId: string): Promise<FailoverRecord[]>;
+  /** Asks another host (or this one) to drain: an operator's action before a deploy. */
+  drainHost(hostId: string): Promise<DrainReport>;
   /** Sends a request to a session (anywhere on the mesh); resolves with the released reply. */
   request(
     sid: string,
@@ -176,7 +178,8 @@ type ControlRequest =
   | { op: 'reprotect'; sid: string; exclude: string[] }
   | { op: 'detach'; sid: string }
   | { op: 'inspect'; sid: string }
-  | { op: 'failovers' };
+  | { op: 'failovers' }
+  | { op: 'drain' };
 
 /**
  * Creates a host on a NATS connection.
@@ -751,6 +754,8 @@ export async function createHost(options: HostOptions): Promise<Host> {
         };
       case 'failovers':
         return { failovers: history };
+      case 'drain':
+        return { report: await host.drain() };
       default:
         throw new InvalidArgumentError(
           `unknown control op ${JSON.stringify((req as { op: unknown }).op)}`,
@@ -893,6 +898,10 @@ export async function createHost(options: HostOptions): Promise<Host> {
     failovers: () => history,
     owner: (sid) => ownership.view.get(sid)?.record,
     liveHosts: () => [hostId, ...membership.peers.keys()].sort(),
+    async drainHost(other) {
+      if (other === hostId) return host.drain();
+      return ((await request(other, { op: 'drain' }, 60_000)) as { report: DrainReport }).report;
+    },
     async failoversOf(other) {
       return ((await request(other, { op: 'failovers' })) as { failovers: FailoverRecord[] })
         .failovers;
