@@ -578,7 +578,10 @@ export async function createHost(options: HostOptions): Promise<Host> {
    */
   const restoreIfChosen = (sid: string, record: OwnerRecord, detectedAt: number) => {
     if (!actors.has(record.actor) || capacity === 0 || draining || busy.has(sid)) return;
-    const gone = (id: string) => membership.down.get(id) === 'advisory';
+    const gone = (id: string) => {
+      const how = membership.down.get(id);
+      return how === 'advisory' || how === 'leave';
+    };
     if (!gone(record.primary) || (record.standby && !gone(record.standby))) return;
     const candidates = [hostId];
     for (const [id, peer] of membership.peers)
@@ -934,26 +937,35 @@ export async function createHost(options: HostOptions): Promise<Host> {
       if (closed) return;
       closed = true;
       clearInterval(flusher);
+      // Not a drain, but no request is lost: primaries stop taking inputs (their
+      // standbys keep them), let the standby and the log catch up, then say
+      // goodbye so that the standbys take over at once instead of after a timeout.
+      const primaries = [...sessions.values()].filter((s) => s.role === 'primary');
+      for (const s of primaries) s.stopInputs();
+      const settled = Promise.all(
+        primaries.map((s) =>
+          Promise.all([s.standbyHost ? s.standbyCaughtUp() : 0, s.idle()]).then(() =>
+            s.log.flush().catch(() => 0),
+          ),
+        ),
+      );
+      // Bounded: a standby or a JetStream that does not answer must not hold the shutdown.
+      await Promise.race([settled, new Promise((r) => setTimeout(r, 2_000).unref())]);
+      for (const s of primaries) s.log.discard();
       await membership.stop();
       ownership.close();
       hostControl.unsubscribe();
-      // Let snapshots finish and pending log frames reach JetStream before the sessions stop.
-      // Bounded: a JetStream that does not answer must not hold the shutdown.
-      const flushed = Promise.all(
-        [...sessions.values()].map((s) =>
-          s.role === 'primary'
-            ? s.idle().then(() => s.log.flush().catch(() => 0))
-            : Promise.resolve(0),
-        ),
-      );
-      await Promise.race([flushed, new Promise((r) => setTimeout(r, 2_000).unref())]);
-      for (const s of sessions.values()) if (s.role === 'primary') s.log.discard();
       for (const s of sessions.values()) s.close();
       for (const c of clients.values()) c.close();
       await Promise.all([...pools.values()].map((p) => p.close()));
       pools.clear();
       sessions.clear();
       clients.clear();
+      // close() alone drops publishes not yet written (the last acks): flush first.
+      await Promise.race([
+        nc.flush().catch(() => undefined),
+        new Promise((r) => setTimeout(r, 1_000).unref()),
+      ]);
       if (owned) await nc.close();
       else await nc.flush().catch(() => undefined);
     },

@@ -31,6 +31,18 @@ nc.subscribe(`${prefix}*`, {
       lastEcho = now;
       return;
     }
+    // An empty beat is a goodbye: the host is leaving (closing) and says so.
+    if (msg.data.length === 0) {
+      lastSeen.delete(id);
+      forwardedAt.delete(id);
+      parentPort.postMessage({
+        type: 'down',
+        id,
+        at: performance.timeOrigin + now,
+        cause: 'leave',
+      });
+      return;
+    }
     const fresh = !lastSeen.has(id);
     lastSeen.set(id, now);
     if (fresh || now - (forwardedAt.get(id) ?? 0) >= forwardEveryMs) {
@@ -95,10 +107,14 @@ parentPort.on('message', (m) => {
     beat();
   } else if (m.type === 'stop') {
     for (const t of timers) clearInterval(t);
-    nc.close().then(
-      () => parentPort.postMessage({ type: 'stopped' }),
-      () => parentPort.postMessage({ type: 'stopped' }),
-    );
+    nc.publish(`${prefix}${hostId}`, new Uint8Array(0));
+    // close() alone drops what is not yet written: flush the goodbye first.
+    nc.flush()
+      .then(() => nc.close())
+      .then(
+        () => parentPort.postMessage({ type: 'stopped' }),
+        () => parentPort.postMessage({ type: 'stopped' }),
+      );
   }
 });
 parentPort.postMessage({ type: 'ready' });

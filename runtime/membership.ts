@@ -5,7 +5,7 @@ import { subjects } from './subjects.ts';
 import { preciseNow } from './failover.ts';
 
 /** How a host was found to be gone. */
-export type DownCause = 'advisory' | 'heartbeat';
+export type DownCause = 'advisory' | 'heartbeat' | 'leave';
 
 /** What a host says about itself in each heartbeat. */
 export type HostLoad = {
@@ -34,7 +34,7 @@ type Peer = { load: HostLoad };
 type FromWorker =
   | { type: 'ready' | 'stopped' }
   | { type: 'beat'; id: string; load: Uint8Array }
-  | { type: 'down'; id: string; at: number };
+  | { type: 'down'; id: string; at: number; cause?: 'leave' };
 
 /** The NATS connection name of a host: the advisories name the client, this maps it back. */
 export const connectionName = (hostId: string) => `ftm-host-${hostId}`;
@@ -116,7 +116,7 @@ export class Membership {
           }
           this.peers.set(m.id, { load: peerLoad });
           this.down.delete(m.id);
-        } else if (m.type === 'down') this.markDown(m.id, 'heartbeat', m.at);
+        } else if (m.type === 'down') this.markDown(m.id, m.cause ?? 'heartbeat', m.at);
       });
     });
     this.sendLoad();
@@ -141,7 +141,7 @@ export class Membership {
     this.peers.delete(id);
     const known = this.down.get(id);
     // Heartbeats first, then the advisory confirms it: report the confirmation too.
-    if (known === cause || known === 'advisory') return;
+    if (known === cause || known === 'advisory' || known === 'leave') return;
     this.down.set(id, cause);
     this.onDown(id, cause, at);
   }
