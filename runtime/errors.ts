@@ -73,6 +73,12 @@ export class InvalidMessageError extends FtmError {
   override readonly code = 'invalid_message';
 }
 
+/** The host (or every host) is at its capacity: start a host or raise the capacity. */
+export class CapacityError extends FtmError {
+  override name = 'CapacityError';
+  override readonly code = 'capacity';
+}
+
 export class MalformedFrameError extends FtmError {
   override name = 'MalformedFrameError';
   override readonly code = 'malformed_frame';
@@ -107,6 +113,7 @@ export class WorkerJobError extends FtmError {
 const byCode: Record<string, new (message: string) => FtmError> = {
   invalid_argument: InvalidArgumentError,
   invalid_message: InvalidMessageError,
+  capacity: CapacityError,
   handler_error: HandlerError,
   unknown_message_type: UnknownMessageTypeError,
   unknown_actor: UnknownActorError,

@@ -4,6 +4,7 @@ import type { ActorDefinition } from './actor.ts';
 import { systemClock, type Clock } from './clock.ts';
 import { createValueCodec } from './codec.ts';
 import {
+  CapacityError,
   ClosedError,
   FtmError,
   InvalidArgumentError,
@@ -423,6 +424,43 @@ export async function createHost(options: HostOptions): Promise<Host> {
   const pickStandby = (exclude: Iterable<string>): string | undefined =>
     membership.pick(new Set([hostId, ...exclude]));
 
+  /** Refuses a new session or standby beyond this host's capacity. */
+  const assertRoom = () => {
+    const l = load();
+    if (closed || draining || l.primaries + l.standbys >= capacity)
+      throw new CapacityError(
+        `host ${hostId} takes no more sessions (${l.primaries + l.standbys} of ${capacity}${draining ? ', draining' : ''})`,
+      );
+  };
+
+  /**
+   * Attaches a standby on `wanted`, or on the live host with the most room;
+   * a host that refuses (full, gone) is skipped for the next. Resolves with
+   * the standby, or undefined when no host took it.
+   */
+  const attachSomewhere = async (
+    actor: ActorDefinition,
+    sid: string,
+    init: SessionSnapshot | undefined,
+    exclude: string[],
+    wanted?: string,
+  ): Promise<string | undefined> => {
+    const tried = new Set(exclude);
+    for (let attempt = 0; attempt < 4; attempt++) {
+      const standby = attempt === 0 && wanted ? wanted : pickStandby(tried);
+      if (!standby) return undefined;
+      try {
+        await attachStandby(standby, actor, sid, init);
+        return standby;
+      } catch (err) {
+        if (attempt === 0 && wanted) throw err;
+        onError(new FtmError(`${sid}: standby ${standby} refused`, { cause: err }));
+        tried.add(standby);
+      }
+    }
+    return undefined;
+  };
+
   /**
    * Gives a primary a (new) hot standby: attaches it with the current state
    * and records it. Without a live host with room the session goes on
@@ -433,15 +471,7 @@ export async function createHost(options: HostOptions): Promise<Host> {
     exclude: Iterable<string>,
   ): Promise<string | undefined> => {
     const old = primary.standbyHost;
-    const standby = pickStandby(exclude);
-    if (standby) {
-      try {
-        await attachStandby(standby, primary.actor, primary.sid, undefined);
-      } catch (err) {
-        onError(new FtmError(`${primary.sid}: standby ${standby} refused`, { cause: err }));
-        return undefined;
-      }
-    }
+    const standby = await attachSomewhere(primary.actor, primary.sid, undefined, [...exclude]);
     // The record changes first: only a standby the record names may release replies.
     const recorded = await updateRecord(primary.sid, (r) =>
       r.primary === hostId && r.epoch === primary.epoch && r.standby === old
@@ -632,12 +662,15 @@ export async function createHost(options: HostOptions): Promise<Host> {
       });
       primary.onNextReply = (at) => (rec.firstReplyAt = at);
       const exclude = [before?.primary ?? '', before?.standby ?? ''];
-      const standby =
-        standbyWanted && standbyWanted !== hostId ? standbyWanted : pickStandby(exclude);
-      if (standby) {
-        await attachStandby(standby, primary.actor, sid, primary.snapshot());
-        primary.standbyHost = standby;
-      }
+      const wanted = standbyWanted && standbyWanted !== hostId ? standbyWanted : undefined;
+      const standby = await attachSomewhere(
+        primary.actor,
+        sid,
+        primary.snapshot(),
+        exclude,
+        wanted,
+      );
+      if (standby) primary.standbyHost = standby;
       primary.serve();
       rec.replayedAt = preciseNow();
       await updateRecord(sid, (r) =>
@@ -705,6 +738,7 @@ export async function createHost(options: HostOptions): Promise<Host> {
       case 'sync': {
         if (sessions.has(req.sid))
           throw new SessionExistsError(`session ${req.sid} already on host ${hostId}`);
+        assertRoom();
         const replica = new ReplicaSession(
           nc,
           codec,
@@ -786,17 +820,7 @@ export async function createHost(options: HostOptions): Promise<Host> {
     standby: string | undefined,
   ) => {
     const primary = startPrimary(actor, sid, init);
-    try {
-      if (standby) {
-        await attachStandby(standby, actor, sid, init);
-        primary.standbyHost = standby;
-      }
-    } catch (err) {
-      primary.close();
-      sessions.delete(sid);
-      await ownership.delete(sid).catch(() => undefined);
-      throw err;
-    }
+    primary.standbyHost = standby ?? '';
     primary.serve();
     await nc.flush();
     return host.info(sid)!;
@@ -810,10 +834,12 @@ export async function createHost(options: HostOptions): Promise<Host> {
       if (opts.standby !== undefined) assertId('hostId', opts.standby);
       if (opts.standby === hostId)
         throw new InvalidArgumentError(`standby: pick another host than the primary (${hostId})`);
-      if (sessions.has(sid))
-        throw new SessionExistsError(`session ${sid} is already open on host ${hostId}`);
+      if (sessions.has(sid) || (await ownership.get(sid)))
+        throw new SessionExistsError(
+          `session ${sid} exists: open it under another id, or restore it`,
+        );
       const actor = actorNamed(actorName);
-      const standby = opts.standby ?? pickStandby([]);
+      assertRoom();
       const init = {
         actor: actorName,
         state: freeze(actor.initialState(opts.init), true),
@@ -821,27 +847,45 @@ export async function createHost(options: HostOptions): Promise<Host> {
         epoch: 1,
         meta: emptyMeta(),
       };
-      await ownership.create(sid, {
-        actor: actorName,
-        primary: hostId,
-        standby: standby ?? '',
-        epoch: 1,
-      });
+      const standby = await attachSomewhere(actor, sid, init, [], opts.standby);
+      try {
+        await ownership.create(sid, {
+          actor: actorName,
+          primary: hostId,
+          standby: standby ?? '',
+          epoch: 1,
+        });
+      } catch (err) {
+        if (standby) request(standby, { op: 'detach', sid }).catch(() => undefined);
+        throw err;
+      }
       return serveWithStandby(actor, sid, init, standby);
     },
     async placeSession(actorName, sid, opts = {}) {
       assertId('sid', sid);
-      const self = capacity > 0 && actors.has(actorName) ? load() : undefined;
-      const primary = opts.primary ?? membership.pick(new Set(), self);
-      if (!primary)
-        throw new FtmError(`no live host has room for ${sid}: start a host or raise its capacity`);
       const open = {
         init: opts.init,
         ...(opts.standby ? { standby: opts.standby } : {}),
       };
-      if (primary === hostId) await host.openSession(actorName, sid, open);
-      else await request(primary, { op: 'open', actor: actorName, sid, ...open });
-      return ownership.view.get(sid)?.record ?? (await ownership.get(sid))!.record;
+      const tried = new Set<string>();
+      for (let attempt = 0; ; attempt++) {
+        const self =
+          capacity > 0 && actors.has(actorName) && !tried.has(hostId) ? load() : undefined;
+        const primary = attempt === 0 && opts.primary ? opts.primary : membership.pick(tried, self);
+        if (!primary)
+          throw new CapacityError(
+            `no live host has room for ${sid}: start a host or raise its capacity`,
+          );
+        try {
+          if (primary === hostId) await host.openSession(actorName, sid, open);
+          else await request(primary, { op: 'open', actor: actorName, sid, ...open });
+          return ownership.view.get(sid)?.record ?? (await ownership.get(sid))!.record;
+        } catch (err) {
+          // A full host: try the next one. Anything else is the caller's to see.
+          if ((err as FtmError).code !== 'capacity' || opts.primary || attempt >= 4) throw err;
+          tried.add(primary);
+        }
+      }
     },
     async restoreSession(actorName, sid, opts) {
       if (closed) throw new ClosedError(`host ${hostId} is closed`);

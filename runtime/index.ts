@@ -26,6 +26,7 @@ export {
   FtmError,
   InvalidArgumentError,
   InvalidMessageError,
+  CapacityError,
   HandlerError,
   UnknownMessageTypeError,
   UnknownActorError,

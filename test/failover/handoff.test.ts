@@ -8,8 +8,9 @@ import { exactlyOnce, streamAdds } from '../helpers/stream.ts';
 describe('ownership races and planned handoff (hosts in this process)', function () {
   const nats = useNatsServer();
   const hosts: Host[] = [];
-  after(async () => {
-    for (const h of hosts) await h.close();
+  // Each test has its own hosts: the last test's must not take this one's sessions.
+  afterEach(async () => {
+    for (const h of hosts.splice(0)) await h.close();
   });
   const host = async (hostId: string, extra: Partial<HostOptions> = {}) => {
     const h = await createHost({
@@ -98,5 +99,27 @@ describe('ownership races and planned handoff (hosts in this process)', function
     console.log(
       `      handoff ms: ${report.handoffMs.map((m) => m.toFixed(2)).join(' ')}; longest reply gap per session ms: ${gaps.map((g) => g.toFixed(1)).join(' ')}`,
     );
+  });
+
+  it('placement spreads primaries and standbys within capacities, and a new host takes a share', async () => {
+    const client = await host('pl-client', { capacity: 0 });
+    const ids = ['pl-1', 'pl-2', 'pl-3'];
+    for (const id of ids) await host(id, { capacity: 4 });
+    await until(() => ids.every((id) => client.liveHosts().includes(id)));
+    const placed = [];
+    for (let i = 0; i < 6; i++) placed.push(await client.placeSession('counter', `pl-${i}`));
+    const load = new Map<string, number>();
+    for (const r of placed) {
+      assert.notEqual(r.primary, r.standby, 'never its own standby');
+      assert.ok(r.standby, 'every session has a standby');
+      for (const h of [r.primary, r.standby]) load.set(h, (load.get(h) ?? 0) + 1);
+    }
+    // 6 sessions x 2 copies over 3 hosts of capacity 4: 4 each, nobody over.
+    assert.deepEqual([...load.values()].sort(), [4, 4, 4]);
+    await assert.rejects(client.placeSession('counter', 'pl-full'), /no live host has room/);
+    await host('pl-4', { capacity: 4 });
+    await until(() => client.liveHosts().includes('pl-4'));
+    const late = await client.placeSession('counter', 'pl-late');
+    assert.equal(late.primary, 'pl-4', 'the new host, the only one with room, takes it');
   });
 });
