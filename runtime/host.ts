@@ -47,6 +47,8 @@ export interface HostOptions {
   jetstreamReplicas?: number;
   /** A snapshot every this many commits of a session (default 1000); the log is purged up to it. */
   snapshotEvery?: number;
+  /** Or once a session's commits since its last snapshot reach this many bytes (default 4 MiB). */
+  snapshotEveryBytes?: number;
   /** How often pending log frames of async/standby sessions are flushed (default 10 ms). */
   logFlushIntervalMs?: number;
   /** Unacknowledged commits go out again after this long without a commit (default 20 ms). */
@@ -275,6 +277,7 @@ export async function createHost(options: HostOptions): Promise<Host> {
       poolFor(actor),
       {
         ...(options.snapshotEvery ? { snapshotEvery: options.snapshotEvery } : {}),
+        ...(options.snapshotEveryBytes ? { snapshotEveryBytes: options.snapshotEveryBytes } : {}),
         ...(options.retransmitAfterMs ? { retransmitAfterMs: options.retransmitAfterMs } : {}),
       },
     );

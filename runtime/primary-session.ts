@@ -40,8 +40,10 @@ export type SessionSnapshot = {
 
 /** Tuning of a primary; the host passes its options down. */
 export type PrimaryOptions = {
-  /** A snapshot every this many commits (default 1000). */
+  /** A snapshot every this many commits (default 1000)... */
   snapshotEvery?: number;
+  /** ...or once the commits since the last one reach this many bytes (default 4 MiB). */
+  snapshotEveryBytes?: number;
   /** Unacknowledged commits are sent again after this long without a commit (default 20 ms). */
   retransmitAfterMs?: number;
 };
@@ -81,6 +83,8 @@ export class PrimarySession {
   private lastSentAt = 0;
   private retransmitBackoff = 1;
   private readonly snapshotEvery: number;
+  private readonly snapshotEveryBytes: number;
+  private bytesSinceSnapshot = 0;
   private readonly retransmitAfterMs: number;
   /**
    * The host holding the hot copy; empty while the session has none (after
@@ -114,6 +118,7 @@ export class PrimarySession {
     this.standbyAcked = init.seq;
     this.meta = new SessionMeta(init.meta);
     this.snapshotEvery = options.snapshotEvery ?? 1000;
+    this.snapshotEveryBytes = options.snapshotEveryBytes ?? 4 * 1024 * 1024;
     this.retransmitAfterMs = options.retransmitAfterMs ?? 20;
     this.runner = new TransitionRunner(actor, sid, now);
     this.flags = ConsistencyCode[actor.consistency];
@@ -154,6 +159,7 @@ export class PrimarySession {
       try {
         const snap = this.snapshot(); // immer state is immutable: no copy needed
         this.sinceSnapshot = 0;
+        this.bytesSinceSnapshot = 0;
         await this.log.flush();
         // Fenced meanwhile: the successor's snapshot must not be overwritten by ours.
         if (this.fenced) return snap.seq;
@@ -319,7 +325,11 @@ export class PrimarySession {
       }
       this.log.append(commit);
       if (this.flags === ConsistencyCode.durable || !this.standbyHost) this.flushSoon();
-      if (++this.sinceSnapshot >= this.snapshotEvery) {
+      this.bytesSinceSnapshot += commit.length;
+      if (
+        ++this.sinceSnapshot >= this.snapshotEvery ||
+        this.bytesSinceSnapshot >= this.snapshotEveryBytes
+      ) {
         this.snapshotNow().catch((err: unknown) =>
           this.onError(new FtmError(`snapshot of ${this.sid} failed`, { cause: err })),
         );

@@ -74,4 +74,19 @@ describe('the durable log', function () {
     await until(() => d.info('cold')?.seq === 226);
     assert.equal(d.hash('cold'), c.hash('cold'));
   });
+
+  it('snapshots also by bytes: commits beyond snapshotEveryBytes trigger one and purge the log', async () => {
+    const a = await host('bytes-a', { snapshotEvery: 1_000_000, snapshotEveryBytes: 4_000 });
+    await host('bytes-b');
+    await a.openSession('counter', 'bytes', { standby: 'bytes-b' });
+    for (let i = 0; i < 200; i++) await a.request('bytes', 'add', i);
+    await a.flushLog('bytes');
+    const durable = await a.readDurable('counter', 'bytes');
+    assert.equal(durable.seq, 200);
+    assert.ok(
+      durable.logged < 200,
+      `a snapshot covers part of the log (${durable.logged} logged after it)`,
+    );
+    assert.equal(JSON.stringify(durable.state), JSON.stringify(a.state('bytes')));
+  });
 });
