@@ -6,6 +6,7 @@ import {
   type JetStreamManager,
 } from '@nats-io/jetstream';
 import { subjects, storeNames } from './subjects.ts';
+import { FtmError } from './errors.ts';
 import { decodeBatch, encodeBatch, peekSequence } from './wire.ts';
 
 /** Batches above this size are split, well under the 1 MiB client default payload. */
@@ -37,15 +38,17 @@ export class DurableLog {
     return new DurableLog(jetstream(nc), jsm);
   }
 
-  /** Reads every logged frame of `sid` with seq > `after`, in order. */
+  /**
+   * Reads every logged frame of `sid` with seq > `after`, in order.
+   * @throws when JetStream does not answer or delivers less than it holds:
+   *   an empty result means an empty log, never a failed read
+   */
   async read(sid: string, after: number): Promise<Uint8Array[]> {
     const subject = subjects.log(sid);
-    let last;
-    try {
-      last = await this.jsm.streams.getMessage(storeNames.logStream, { last_by_subj: subject });
-    } catch {
-      return [];
-    }
+    // null when the session has no batch at all; a failure throws.
+    const last = await this.jsm.streams.getMessage(storeNames.logStream, {
+      last_by_subj: subject,
+    });
     if (!last) return [];
     const consumer = await this.js.consumers.get(storeNames.logStream, {
       filter_subjects: subject,
@@ -62,7 +65,10 @@ export class DurableLog {
           if (peekSequence(f).seq > after) frames.push(f.slice());
         if (seen >= last.seq) break;
       }
-      if (got === 0) break;
+      if (got === 0)
+        throw new FtmError(
+          `log of ${sid}: read stopped at stream seq ${seen} of ${last.seq}; JetStream may be electing a leader, retry`,
+        );
     }
     return frames;
   }

@@ -620,9 +620,23 @@ export async function createHost(options: HostOptions): Promise<Host> {
     for (const [id, peer] of membership.peers)
       if (peer.load.capacity > 0 && !peer.load.draining) candidates.push(id);
     if (rendezvous(sid, candidates) !== hostId) return;
-    void restore(record.actor, sid, 'restore', detectedAt).catch((err: unknown) =>
-      onError(new FtmError(`${sid}: cold restore failed`, { cause: err })),
-    );
+    // JetStream may be electing a leader (a NATS node died too): try again
+    // while the record still names the dead copies.
+    void (async () => {
+      for (let attempt = 0; attempt < 8 && !closed; attempt++) {
+        try {
+          await restore(record.actor, sid, 'restore', detectedAt);
+          return;
+        } catch (err) {
+          onError(
+            new FtmError(`${sid}: cold restore failed, attempt ${attempt + 1}`, { cause: err }),
+          );
+        }
+        await new Promise((r) => setTimeout(r, 500 * 2 ** Math.min(attempt, 4)).unref());
+        const now = ownership.view.get(sid)?.record;
+        if (!now || now.epoch !== record.epoch || now.primary !== record.primary) return;
+      }
+    })();
   };
 
   const restore = async (
@@ -721,10 +735,23 @@ export async function createHost(options: HostOptions): Promise<Host> {
   };
 
   const ownership = await Ownership.open(nc, codec, options.jetstreamReplicas ?? 1);
-  await ownership.watch((sid, owned) => {
+  await ownership.watch((sid, owned, previous) => {
     const s = sessions.get(sid);
     // A newer epoch elsewhere: this copy is no longer the primary.
     if (s?.role === 'primary' && owned && owned.record.epoch > s.epoch) s.fence(owned.record.epoch);
+    // Replaced as the standby (the primary took us for gone): stop acknowledging at
+    // once, so that only the standby the record names releases replies.
+    const r = owned?.record;
+    if (
+      s?.role === 'standby' &&
+      previous?.record.standby === hostId &&
+      r?.standby !== hostId &&
+      r?.primary !== hostId &&
+      !busy.has(sid)
+    ) {
+      s.close();
+      sessions.delete(sid);
+    }
   });
   const servers = typeof options.nats === 'string' ? options.nats : nc.getServer();
   const membership = new Membership(nc, servers.split(','), codec, hostId, load, onHostDown, {

@@ -49,20 +49,23 @@ export class Ownership {
    * record that exists when the watch starts). Resolves once the initial
    * records are in the view.
    */
-  async watch(onChange: (sid: string, owned: Owned | undefined) => void): Promise<void> {
+  async watch(
+    onChange: (sid: string, owned: Owned | undefined, previous: Owned | undefined) => void,
+  ): Promise<void> {
     const iter = await this.kv.watch({ key: '>' });
     this.stopWatch = () => iter.stop();
     let ready = (): void => undefined;
     const initial = new Promise<void>((r) => (ready = r));
     void (async () => {
       for await (const e of iter) {
+        const previous = this.view.get(e.key);
         if (e.operation === 'PUT') {
           const owned = { record: this.codec.decode(e.value) as OwnerRecord, revision: e.revision };
           const known = this.view.get(e.key);
           // The watch and our own writes race: keep the newest revision.
           if (!known || known.revision < owned.revision) this.view.set(e.key, owned);
         } else this.view.delete(e.key);
-        onChange(e.key, this.view.get(e.key));
+        onChange(e.key, this.view.get(e.key), previous);
         if (e.delta === 0) ready();
       }
     })();
