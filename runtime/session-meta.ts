@@ -38,7 +38,13 @@ export class SessionMeta {
 
   constructor(
     from: MetaSnapshot = emptyMeta(),
-    private readonly dedupSize = 1024,
+    /**
+     * Replies remembered per session. A client may resend a request with its
+     * id for as long as it stays in here: at 1,000 requests/s, 10,000 cover
+     * 10 s of retries (client timeouts are a few seconds). Copies must agree
+     * on it, so it is fixed, not an option per host.
+     */
+    private readonly dedupSize = 10_000,
   ) {
     for (const [id, seq, flags, reply] of from.dedup) this.dedup.set(id, { seq, flags, reply });
     for (const [key, t] of from.timers) this.timers.set(key, t);
