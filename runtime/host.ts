@@ -226,8 +226,11 @@ export async function createHost(options: HostOptions): Promise<Host> {
   const saveSnapshot = async (sid: string, snap: SessionSnapshot) => {
     await snapshots.put(sid, codec.encode(snap));
   };
+  /** Set once the failover machinery below exists; the sweep calls it. */
+  const sweep: { heal?: (now: number) => void } = {};
   const flusher = setInterval(() => {
     const now = clock.now();
+    sweep.heal?.(now);
     for (const s of sessions.values()) {
       if (s.role === 'primary') s.retransmit(now);
       if (s.role === 'primary' && s.log.hasPending) {
@@ -489,6 +492,21 @@ export async function createHost(options: HostOptions): Promise<Host> {
     if (old && old !== standby && membership.isLive(old))
       request(old, { op: 'detach', sid: primary.sid }).catch(() => undefined);
     return standby;
+  };
+
+  // Self-healing: a primary left without a standby (no host had room, or its
+  // attach failed) tries again twice a second.
+  let lastHeal = 0;
+  sweep.heal = (now) => {
+    if (now - lastHeal < 500 || closed || draining || options.failover === false) return;
+    lastHeal = now;
+    for (const s of sessions.values()) {
+      if (s.role !== 'primary' || s.standbyHost || s.isFenced || busy.has(s.sid)) continue;
+      busy.add(s.sid);
+      void protect(s, [])
+        .catch((err: unknown) => onError(new FtmError(`${s.sid}: re-protection`, { cause: err })))
+        .finally(() => busy.delete(s.sid));
+    }
   };
 
   /**
@@ -906,9 +924,17 @@ export async function createHost(options: HostOptions): Promise<Host> {
           throw new CapacityError(
             `no live host has room for ${sid}: start a host or raise its capacity`,
           );
+        // The pair is chosen from one view, so that the last free slots pair up.
+        const standby =
+          opts.standby ??
+          membership.pick(
+            new Set([primary]),
+            capacity > 0 && primary !== hostId ? load() : undefined,
+          );
+        const here = { ...open, ...(standby ? { standby } : {}) };
         try {
-          if (primary === hostId) await host.openSession(actorName, sid, open);
-          else await request(primary, { op: 'open', actor: actorName, sid, ...open });
+          if (primary === hostId) await host.openSession(actorName, sid, here);
+          else await request(primary, { op: 'open', actor: actorName, sid, ...here });
           return ownership.view.get(sid)?.record ?? (await ownership.get(sid))!.record;
         } catch (err) {
           // A full host: try the next one. Anything else is the caller's to see.
