@@ -1,5 +1,5 @@
 /**
- * Benchmarks. `npm run bench -- replication|codec [--quick] [--json]`
+ * Benchmarks. `npm run bench -- replication|codec|failover|gateway [--quick] [--json]`
  *
  * replication: request -> transaction -> released reply latency through the
  * host API per consistency mode, next to a raw NATS request/reply measured in
@@ -12,6 +12,8 @@ import { connect } from '@nats-io/transport-node';
 import { startNatsServer } from '../infra/index.ts';
 import { createHost, defineActor } from '../runtime/index.ts';
 import { formatCodecReport, runCodecBench, type CodecReport } from './codec.ts';
+import { formatFailoverReport, runFailoverBench, type FailoverReport } from './failover.ts';
+import { formatGatewayReport, runGatewayBench, type GatewayReport } from './gateway.ts';
 
 const { positionals, values } = parseArgs({
   allowPositionals: true,
@@ -104,10 +106,14 @@ async function replication(): Promise<Record<string, unknown>> {
 const benches: Record<string, () => Promise<Record<string, unknown>>> = {
   replication,
   codec: () => Promise.resolve().then(() => runCodecBench({ quick: values.quick === true })),
+  failover: () => runFailoverBench({ quick: values.quick === true }),
+  gateway: () => runGatewayBench(values.quick === true),
 };
 // Benchmarks that print a table; the others print one line per figure.
 const tables: Record<string, (r: Record<string, unknown>) => string> = {
   codec: (r) => formatCodecReport(r as CodecReport, values.quick === true),
+  failover: (r) => formatFailoverReport(r as FailoverReport, values.quick === true),
+  gateway: (r) => formatGatewayReport(r as GatewayReport),
 };
 const name = positionals[0] ?? 'replication';
 const bench = benches[name];

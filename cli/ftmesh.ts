@@ -2,12 +2,19 @@
  * The ftmesh command line.
  *
  *   ftmesh demo [--nats URL]            a primary and a standby change state and compare it
- *   ftmesh host --nats URL [--id ID]    runs a host with the example actors; SIGTERM drains it, then it exits
+ *   ftmesh host --nats URL [--id ID] [--replicas N] [--heartbeat-timeout MS]
+ *                                       runs a host with the example actors; SIGTERM drains it, then it exits
+ *   ftmesh gateway --nats URL [--id ID] [--port N] [--udp-port N|off] [--bind ADDR] [--secret S]
+ *                                       runs a gateway for the example actors (secret also from
+ *                                       FTMESH_SECRET); SIGTERM drains it, then it exits
+ *   ftmesh token --sub ID [--sid SID] [--role client|operator] [--ttl SECONDS] [--secret S]
+ *                                       prints a signed token (HS256 JWT) for a gateway
  */
 import { parseArgs } from 'node:util';
 import { exampleActors } from '../actors/index.ts';
 import { startNatsServer } from '../infra/index.ts';
 import { createHost } from '../runtime/index.ts';
+import { createGateway, mintToken } from '../gateway/index.ts';
 
 const { positionals, values } = parseArgs({
   allowPositionals: true,
@@ -15,6 +22,15 @@ const { positionals, values } = parseArgs({
     nats: { type: 'string' },
     id: { type: 'string' },
     'heartbeat-timeout': { type: 'string' },
+    replicas: { type: 'string' },
+    port: { type: 'string' },
+    'udp-port': { type: 'string' },
+    bind: { type: 'string' },
+    secret: { type: 'string' },
+    sub: { type: 'string' },
+    sid: { type: 'string' },
+    role: { type: 'string' },
+    ttl: { type: 'string' },
   },
 });
 
@@ -78,6 +94,7 @@ async function host(): Promise<void> {
     nats: values.nats,
     actors: exampleActors,
     ...(values.id ? { hostId: values.id } : {}),
+    ...(values.replicas ? { jetstreamReplicas: Number(values.replicas) } : {}),
     ...(values['heartbeat-timeout']
       ? { heartbeatTimeoutMs: Number(values['heartbeat-timeout']) }
       : {}),
@@ -93,11 +110,55 @@ async function host(): Promise<void> {
   await h.close();
 }
 
+function secret(command: string): string {
+  const s = values.secret ?? process.env.FTMESH_SECRET;
+  if (!s) throw new Error(`${command}: pass --secret S or set FTMESH_SECRET (at least 32 bytes)`);
+  return s;
+}
+
+async function gateway(): Promise<void> {
+  if (!values.nats) throw new Error('gateway: pass --nats URL');
+  const udp = values['udp-port'];
+  const gw = await createGateway({
+    nats: values.nats,
+    actors: exampleActors,
+    auth: { secret: secret('gateway') },
+    port: Number(values.port ?? 0),
+    udpPort: udp === 'off' ? false : Number(udp ?? 0),
+    ...(values.bind ? { bind: values.bind } : {}),
+    ...(values.id ? { id: values.id } : {}),
+  });
+  console.log(`ready gateway ${gw.id} ${gw.url} udp ${gw.udpPort ?? 'off'}`);
+  await new Promise<void>((resolve) => {
+    process.once('SIGTERM', resolve);
+    process.once('SIGINT', resolve);
+  });
+  // Answer what is in flight, then send every client to another gateway (close code 1001).
+  await gw.drain();
+  console.log(`drained ${JSON.stringify(gw.stats())}`);
+}
+
+function token(): Promise<void> {
+  if (!values.sub) throw new Error('token: pass --sub CLIENT_ID');
+  const role = values.role ?? 'client';
+  if (role !== 'client' && role !== 'operator') throw new Error('token: --role client|operator');
+  console.log(
+    mintToken({
+      secret: secret('token'),
+      sub: values.sub,
+      role,
+      ...(values.sid ? { sid: values.sid } : {}),
+      ...(values.ttl ? { ttlSeconds: Number(values.ttl) } : {}),
+    }),
+  );
+  return Promise.resolve();
+}
+
 const command = positionals[0] ?? 'demo';
-const commands: Record<string, () => Promise<void>> = { demo, host };
+const commands: Record<string, () => Promise<void>> = { demo, host, gateway, token };
 const run = commands[command];
 if (!run) {
-  console.error(`unknown command ${command}: use demo or host`);
+  console.error(`unknown command ${command}: use demo, host, gateway or token`);
   process.exitCode = 2;
 } else {
   run().catch((err: unknown) => {

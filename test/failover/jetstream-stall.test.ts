@@ -1,0 +1,111 @@
+import { strict as assert } from 'node:assert';
+import { jetstreamManager } from '@nats-io/jetstream';
+import { connectNats, createHost, type Host } from '../../runtime/index.ts';
+import { exampleActors } from '../../actors/index.ts';
+import { useNatsCluster } from '../helpers/nats.ts';
+import { spawnNode, type NodeProcess } from '../helpers/processes.ts';
+import { until } from '../helpers/until.ts';
+
+/**
+ * A machine that runs both a NATS node and a host can die whole. When that
+ * node led the log stream, JetStream writes to the log stall for 5-8 s until
+ * an election (NATS-FACTS). Promotion waits only on the ownership CAS (the KV
+ * bucket, led elsewhere) and the first replies are released by the new
+ * standby, not the log: the session answers long before the log is back.
+ */
+describe('a NATS node and the primary host die together', function () {
+  const nats = useNatsCluster();
+  const procs: NodeProcess[] = [];
+  let client: Host | undefined;
+  afterEach(function () {
+    if (this.currentTest?.state === 'failed')
+      for (const p of procs)
+        console.log(`--- pid ${p.pid} stderr ---\n${p.stderr.slice(-15).join('\n')}`);
+  });
+  after(async () => {
+    await client?.close();
+    for (const p of procs) p.signal('SIGKILL');
+    await Promise.all(procs.map((p) => p.exited));
+  });
+
+  it('the standby answers before the log stream has a leader again', async () => {
+    // The streams and buckets exist (R3) once a host has started.
+    const setup = await createHost({
+      nats: nats.url,
+      actors: exampleActors,
+      hostId: 'js-setup',
+      capacity: 0,
+      jetstreamReplicas: 3,
+      onError: () => {},
+    });
+    await setup.close();
+    const nc = await connectNats(nats.urls.join(','));
+    try {
+      const jsm = await jetstreamManager(nc);
+      const leaderOf = async (stream: string) =>
+        (await jsm.streams.info(stream)).cluster?.leader ?? '';
+      // Move the log's leadership off the node that leads the ownership bucket.
+      for (
+        let i = 0;
+        i < 10 && (await leaderOf('FTM_LOG')) === (await leaderOf('KV_ftm-owners'));
+        i++
+      ) {
+        await nc.request('$JS.API.STREAM.LEADER.STEPDOWN.FTM_LOG', undefined, { timeout: 5_000 });
+        await until(async () => (await leaderOf('FTM_LOG').catch(() => '')) !== '', {
+          timeoutMs: 15_000,
+        });
+      }
+      const logLeader = await leaderOf('FTM_LOG');
+      assert.notEqual(logLeader, await leaderOf('KV_ftm-owners'), 'log and ownership led apart');
+      const doomed = nats.cluster.nodes.findIndex((n) => n.name === logLeader);
+      assert.ok(doomed >= 0, `node ${logLeader} found`);
+      const survivors = nats.urls.filter((_, i) => i !== doomed).join(',');
+
+      for (const id of ['j1', 'j2', 'j3']) {
+        procs.push(
+          spawnNode('cli/ftmesh.ts', ['host', '--nats', survivors, '--id', id, '--replicas', '3']),
+        );
+      }
+      await Promise.all(procs.map((p, i) => p.waitForLine(new RegExp(`^ready j${i + 1}`), 20_000)));
+      client = await createHost({
+        nats: survivors,
+        actors: exampleActors,
+        hostId: 'js-client',
+        capacity: 0,
+        jetstreamReplicas: 3,
+        onError: () => {},
+      });
+      await until(() => ['j1', 'j2', 'j3'].every((id) => client!.liveHosts().includes(id)));
+      await client.placeSession('counter', 'js', { primary: 'j1', standby: 'j2' });
+      for (let i = 0; i < 50; i++) await client.request('js', 'add', 1);
+
+      nats.cluster.nodes[doomed]!.kill('SIGKILL');
+      procs[0]!.signal('SIGKILL');
+      const value = await client
+        .request('js', 'add', 1, { timeoutMs: 30_000 })
+        .catch(async (err: unknown) => {
+          console.log('owner', JSON.stringify(client!.owner('js')), 'live', client!.liveHosts());
+          for (const id of ['j2', 'j3'])
+            console.log(
+              id,
+              JSON.stringify(await client!.failoversOf(id).catch((e: Error) => e.message)),
+            );
+          throw err;
+        });
+      const repliedAt = performance.now();
+      assert.equal(value, 51);
+      assert.notEqual(client.owner('js')?.primary, 'j1');
+      await until(async () => (await leaderOf('FTM_LOG').catch(() => '')) !== '', {
+        timeoutMs: 30_000,
+        message: 'the log stream elects a new leader',
+      });
+      const logBackAt = performance.now();
+      console.log(
+        `      reply ${(logBackAt - repliedAt).toFixed(0)} ms before the log stream had a leader again`,
+      );
+      assert.ok(repliedAt < logBackAt, 'the reply did not wait for the log');
+    } finally {
+      await nc.close();
+    }
+  });
+});
