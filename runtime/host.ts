@@ -176,13 +176,35 @@ export interface Host {
 type ControlRequest =
   | ({ op: 'attach'; sid: string } & SessionSnapshot)
   | { op: 'sync'; sid: string; actor: string }
-  | { op: 'open'; actor: string; sid: string; standby?: string; init?: unknown }
+  | {
+      op: 'open';
+      actor: string;
+      sid: string;
+      standby?: string;
+      standbyHint?: string;
+      init?: unknown;
+    }
   | { op: 'promote'; sid: string; from: string }
   | { op: 'reprotect'; sid: string; exclude: string[] }
   | { op: 'detach'; sid: string }
   | { op: 'inspect'; sid: string }
   | { op: 'failovers' }
   | { op: 'drain' };
+
+/** The sessions of a host; tells the others at once when the load changes, for placement. */
+class SessionMap extends Map<string, PrimarySession | ReplicaSession> {
+  onChange: (() => void) | undefined;
+  override set(sid: string, s: PrimarySession | ReplicaSession): this {
+    super.set(sid, s);
+    this.onChange?.();
+    return this;
+  }
+  override delete(sid: string): boolean {
+    const had = super.delete(sid);
+    if (had) this.onChange?.();
+    return had;
+  }
+}
 
 /**
  * Creates a host on a NATS connection.
@@ -206,7 +228,7 @@ export async function createHost(options: HostOptions): Promise<Host> {
     ((err: FtmError) =>
       console.error(`[ftmesh ${hostId}] ${err.name}: ${err.message}`, err.cause ?? ''));
   const actors = new Map(options.actors.map((a) => [a.name, a]));
-  const sessions = new Map<string, PrimarySession | ReplicaSession>();
+  const sessions = new SessionMap();
   const clients = new Map<string, SessionClient>();
   const pools = new Map<string, WorkerPool>();
   const poolFor = (actor: ActorDefinition): WorkerPool | undefined => {
@@ -450,6 +472,8 @@ export async function createHost(options: HostOptions): Promise<Host> {
     init: SessionSnapshot | undefined,
     exclude: string[],
     wanted?: string,
+    /** `wanted` is a hint: when it refuses, try the others instead of failing. */
+    hint = false,
   ): Promise<string | undefined> => {
     const tried = new Set(exclude);
     for (let attempt = 0; attempt < 4; attempt++) {
@@ -459,7 +483,7 @@ export async function createHost(options: HostOptions): Promise<Host> {
         await attachStandby(standby, actor, sid, init);
         return standby;
       } catch (err) {
-        if (attempt === 0 && wanted) throw err;
+        if (attempt === 0 && wanted && !hint) throw err;
         onError(new FtmError(`${sid}: standby ${standby} refused`, { cause: err }));
         tried.add(standby);
       }
@@ -808,8 +832,9 @@ export async function createHost(options: HostOptions): Promise<Host> {
       }
       case 'open':
         return {
-          info: await host.openSession(req.actor, req.sid, {
+          info: await openHere(req.actor, req.sid, {
             ...(req.standby ? { standby: req.standby } : {}),
+            ...(req.standbyHint ? { standbyHint: req.standbyHint } : {}),
             init: req.init,
           }),
         };
@@ -860,6 +885,7 @@ export async function createHost(options: HostOptions): Promise<Host> {
   });
   await nc.flush();
   await membership.start();
+  sessions.onChange = () => membership.beatNow();
 
   const serveWithStandby = async (
     actor: ActorDefinition,
@@ -874,41 +900,54 @@ export async function createHost(options: HostOptions): Promise<Host> {
     return host.info(sid)!;
   };
 
+  const openHere = async (
+    actorName: string,
+    sid: string,
+    opts: { standby?: string; standbyHint?: string; init?: unknown },
+  ): Promise<SessionInfo> => {
+    if (closed) throw new ClosedError(`host ${hostId} is closed`);
+    assertId('sid', sid);
+    if (opts.standby !== undefined) assertId('hostId', opts.standby);
+    if (opts.standby === hostId)
+      throw new InvalidArgumentError(`standby: pick another host than the primary (${hostId})`);
+    if (sessions.has(sid) || (await ownership.get(sid)))
+      throw new SessionExistsError(
+        `session ${sid} exists: open it under another id, or restore it`,
+      );
+    const actor = actorNamed(actorName);
+    assertRoom();
+    const init = {
+      actor: actorName,
+      state: freeze(actor.initialState(opts.init), true),
+      seq: 0,
+      epoch: 1,
+      meta: emptyMeta(),
+    };
+    const standby = await attachSomewhere(
+      actor,
+      sid,
+      init,
+      [],
+      opts.standby ?? opts.standbyHint,
+      opts.standby === undefined,
+    );
+    try {
+      await ownership.create(sid, {
+        actor: actorName,
+        primary: hostId,
+        standby: standby ?? '',
+        epoch: 1,
+      });
+    } catch (err) {
+      if (standby) request(standby, { op: 'detach', sid }).catch(() => undefined);
+      throw err;
+    }
+    return serveWithStandby(actor, sid, init, standby);
+  };
+
   const host: Host = {
     id: hostId,
-    async openSession(actorName, sid, opts = {}) {
-      if (closed) throw new ClosedError(`host ${hostId} is closed`);
-      assertId('sid', sid);
-      if (opts.standby !== undefined) assertId('hostId', opts.standby);
-      if (opts.standby === hostId)
-        throw new InvalidArgumentError(`standby: pick another host than the primary (${hostId})`);
-      if (sessions.has(sid) || (await ownership.get(sid)))
-        throw new SessionExistsError(
-          `session ${sid} exists: open it under another id, or restore it`,
-        );
-      const actor = actorNamed(actorName);
-      assertRoom();
-      const init = {
-        actor: actorName,
-        state: freeze(actor.initialState(opts.init), true),
-        seq: 0,
-        epoch: 1,
-        meta: emptyMeta(),
-      };
-      const standby = await attachSomewhere(actor, sid, init, [], opts.standby);
-      try {
-        await ownership.create(sid, {
-          actor: actorName,
-          primary: hostId,
-          standby: standby ?? '',
-          epoch: 1,
-        });
-      } catch (err) {
-        if (standby) request(standby, { op: 'detach', sid }).catch(() => undefined);
-        throw err;
-      }
-      return serveWithStandby(actor, sid, init, standby);
-    },
+    openSession: (actorName, sid, opts = {}) => openHere(actorName, sid, opts),
     async placeSession(actorName, sid, opts = {}) {
       assertId('sid', sid);
       const open = {
@@ -931,9 +970,12 @@ export async function createHost(options: HostOptions): Promise<Host> {
             new Set([primary]),
             capacity > 0 && primary !== hostId ? load() : undefined,
           );
-        const here = { ...open, ...(standby ? { standby } : {}) };
+        const here = {
+          ...open,
+          ...(standby && !opts.standby ? { standbyHint: standby } : {}),
+        };
         try {
-          if (primary === hostId) await host.openSession(actorName, sid, here);
+          if (primary === hostId) await openHere(actorName, sid, here);
           else await request(primary, { op: 'open', actor: actorName, sid, ...here });
           return ownership.view.get(sid)?.record ?? (await ownership.get(sid))!.record;
         } catch (err) {
