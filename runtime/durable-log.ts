@@ -121,10 +121,17 @@ export class SessionLog {
    * may never have logged, or the log would have a hole.
    */
   hold(covered: Promise<unknown>): void {
-    this.chain = this.chain.then(
-      () => covered.then(() => undefined),
-      () => covered.then(() => undefined),
-    );
+    // Never a rejected chain: when the cover fails for good, nothing more is
+    // written (a hole is worse than a log that stops), and the error is reported.
+    this.chain = this.chain
+      .then(() => covered)
+      .then(
+        () => undefined,
+        (err: unknown) => {
+          this.discard();
+          this.onError(err as Error);
+        },
+      );
   }
 
   /** Drops what is pending and refuses later appends: a fenced primary writes nothing more. */

@@ -611,7 +611,17 @@ export async function createHost(options: HostOptions): Promise<Host> {
     // epoch's frames wait until a snapshot at init.seq covers them: the log
     // never has a hole, and only then does init.seq count as logged.
     primary.log.loggedSeq = 0;
-    const covered = saveSnapshot(sid, init);
+    // Retried while JetStream elects a leader (a NATS node may have died too).
+    const covered = (async () => {
+      for (let attempt = 0; ; attempt++) {
+        try {
+          return await saveSnapshot(sid, init);
+        } catch (err) {
+          if (closed || primary.isFenced || attempt >= 10) throw err;
+          await new Promise((r) => setTimeout(r, Math.min(100 * 2 ** attempt, 5_000)).unref());
+        }
+      }
+    })();
     primary.log.hold(covered);
     covered.then(
       () => {
