@@ -787,6 +787,9 @@ export async function createHost(options: HostOptions): Promise<Host> {
   };
 
   const ownership = await Ownership.open(nc, codec, options.jetstreamReplicas ?? 1);
+  ownership.onWatchError = (err) => {
+    if (!closed) onError(new FtmError(`ownership watch ended: ${err.message}`, { cause: err }));
+  };
   await ownership.watch((sid, owned, previous) => {
     const s = sessions.get(sid);
     // A newer epoch elsewhere: this copy is no longer the primary.
@@ -888,7 +891,11 @@ export async function createHost(options: HostOptions): Promise<Host> {
         try {
           msg.respond(codec.encode(await serveControl(codec.decode(msg.data) as ControlRequest)));
         } catch (err) {
-          msg.respond(codec.encode({ error: errorToWire(err) }));
+          try {
+            msg.respond(codec.encode({ error: errorToWire(err) }));
+          } catch {
+            // The connection is closing: nobody is left to answer.
+          }
         }
       })();
     },

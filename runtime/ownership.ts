@@ -57,21 +57,43 @@ export class Ownership {
     let ready = (): void => undefined;
     const initial = new Promise<void>((r) => (ready = r));
     void (async () => {
-      for await (const e of iter) {
-        const previous = this.view.get(e.key);
-        if (e.operation === 'PUT') {
-          const owned = { record: this.codec.decode(e.value) as OwnerRecord, revision: e.revision };
-          const known = this.view.get(e.key);
-          // The watch and our own writes race: keep the newest revision.
-          if (!known || known.revision < owned.revision) this.view.set(e.key, owned);
-        } else this.view.delete(e.key);
-        onChange(e.key, this.view.get(e.key), previous);
-        if (e.delta === 0) ready();
+      try {
+        await this.follow(iter, onChange, ready);
+      } catch (err) {
+        // The watch ends with the connection; a host being closed does not care.
+        this.onWatchError?.(err as Error);
       }
     })();
     // An empty bucket delivers nothing: the watch is live once the first
     // status arrives; bound the wait so an empty bucket does not hang us.
     await Promise.race([initial, new Promise((r) => setTimeout(r, 50))]);
+  }
+
+  /** Called when the watch fails (not when it is stopped). */
+  onWatchError: ((err: Error) => void) | undefined;
+
+  private async follow(
+    iter: AsyncIterable<{
+      key: string;
+      operation: string;
+      value: Uint8Array;
+      revision: number;
+      delta?: number;
+    }>,
+    onChange: (sid: string, owned: Owned | undefined, previous: Owned | undefined) => void,
+    ready: () => void,
+  ): Promise<void> {
+    for await (const e of iter) {
+      const previous = this.view.get(e.key);
+      if (e.operation === 'PUT') {
+        const owned = { record: this.codec.decode(e.value) as OwnerRecord, revision: e.revision };
+        const known = this.view.get(e.key);
+        // The watch and our own writes race: keep the newest revision.
+        if (!known || known.revision < owned.revision) this.view.set(e.key, owned);
+      } else this.view.delete(e.key);
+      onChange(e.key, this.view.get(e.key), previous);
+      if (e.delta === 0) ready();
+    }
   }
 
   /** Creates the record of a new session. @throws SessionExistsError when it exists. */
