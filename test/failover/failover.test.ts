@@ -2,7 +2,7 @@ import { strict as assert } from 'node:assert';
 import { createHost, type Host } from '../../runtime/index.ts';
 import { exampleActors } from '../../actors/index.ts';
 import { useNatsServer } from '../helpers/nats.ts';
-import { spawnNode, stopAll, type NodeProcess } from '../helpers/processes.ts';
+import { spawnNode, stopAll, useProcessesPerTest } from '../helpers/processes.ts';
 import { until } from '../helpers/until.ts';
 import { connectNats, subjects } from '../../runtime/index.ts';
 import { createValueCodec } from '../../runtime/codec.ts';
@@ -11,7 +11,7 @@ import { exactlyOnce, streamAdds } from '../helpers/stream.ts';
 describe('failover: hosts as processes, killed and stopped on purpose', function () {
   const nats = useNatsServer();
   let client: Host;
-  const procs = new Map<string, NodeProcess>();
+  const procs = useProcessesPerTest();
 
   const startHosts = async (...ids: string[]) => {
     for (const id of ids)
@@ -43,16 +43,6 @@ describe('failover: hosts as processes, killed and stopped on purpose', function
       capacity: 0,
       onError: () => {},
     });
-  });
-  afterEach(async function () {
-    // On a failure, what the hosts said is the first thing to read.
-    if (this.currentTest?.state === 'failed')
-      for (const [id, p] of procs)
-        if (p.stderr.length) console.log(`--- ${id} stderr ---\n${p.stderr.slice(-15).join('\n')}`);
-    // Each test starts its own hosts; the last test's must not load the machine.
-    for (const p of procs.values()) p.signal('SIGKILL');
-    await Promise.all([...procs.values()].map((p) => p.exited));
-    procs.clear();
   });
   after(async () => {
     await client?.close();

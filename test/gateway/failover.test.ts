@@ -4,7 +4,7 @@ import { connect, createGateway, mintToken, type Gateway } from '../../gateway/i
 import { createHost, type Host } from '../../runtime/index.ts';
 import { RawClient, UdpClient } from '../helpers/gateway-clients.ts';
 import { useNatsServer } from '../helpers/nats.ts';
-import { spawnNode, stopAll, type NodeProcess } from '../helpers/processes.ts';
+import { spawnNode, stopAll, useProcessesPerTest } from '../helpers/processes.ts';
 import { exactlyOnce } from '../helpers/stream.ts';
 import { until } from '../helpers/until.ts';
 
@@ -15,7 +15,7 @@ describe('gateway: clients keep their connection through a failover', function (
   const nats = useNatsServer();
   let client: Host;
   let gateway: Gateway;
-  const procs = new Map<string, NodeProcess>();
+  const procs = useProcessesPerTest();
 
   const startHosts = async (...ids: string[]) => {
     for (const id of ids)
@@ -43,14 +43,6 @@ describe('gateway: clients keep their connection through a failover', function (
       id: 'gf-gw',
       onError: () => {},
     });
-  });
-  afterEach(async function () {
-    if (this.currentTest?.state === 'failed')
-      for (const [id, p] of procs)
-        if (p.stderr.length) console.log(`--- ${id} stderr ---\n${p.stderr.slice(-15).join('\n')}`);
-    for (const p of procs.values()) p.signal('SIGKILL');
-    await Promise.all([...procs.values()].map((p) => p.exited));
-    procs.clear();
   });
   after(async () => {
     await gateway?.close();

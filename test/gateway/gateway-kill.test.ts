@@ -3,7 +3,7 @@ import { exampleActors } from '../../actors/index.ts';
 import { connect, mintToken, type ConnectionEvent } from '../../gateway/index.ts';
 import { createHost, type Host } from '../../runtime/index.ts';
 import { useNatsServer } from '../helpers/nats.ts';
-import { spawnNode, stopAll, type NodeProcess } from '../helpers/processes.ts';
+import { spawnNode, stopAll, useProcessesPerTest } from '../helpers/processes.ts';
 import { exactlyOnce } from '../helpers/stream.ts';
 import { until } from '../helpers/until.ts';
 
@@ -12,7 +12,7 @@ const secret = 'gateway-kill-test-secret-0123456789abcdef';
 describe('gateway: a gateway killed mid-stream', function () {
   const nats = useNatsServer();
   let client: Host;
-  const procs = new Map<string, NodeProcess>();
+  const procs = useProcessesPerTest();
 
   /** Starts `ftmesh gateway` and resolves with its WebSocket URL (from its ready line). */
   const startGateway = async (id: string): Promise<string> => {
@@ -32,14 +32,6 @@ describe('gateway: a gateway killed mid-stream', function () {
       capacity: 0,
       onError: () => {},
     });
-  });
-  afterEach(async function () {
-    if (this.currentTest?.state === 'failed')
-      for (const [id, p] of procs)
-        if (p.stderr.length) console.log(`--- ${id} stderr ---\n${p.stderr.slice(-15).join('\n')}`);
-    for (const p of procs.values()) p.signal('SIGKILL');
-    await Promise.all([...procs.values()].map((p) => p.exited));
-    procs.clear();
   });
   after(async () => {
     await client?.close();

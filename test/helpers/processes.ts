@@ -214,3 +214,23 @@ export function spawnNode(
 export async function stopAll(): Promise<void> {
   await Promise.all([...running].map((proc) => proc.stop()));
 }
+
+/**
+ * Registers a mocha afterEach in the calling describe that, when a test
+ * failed, prints the last stderr lines of the processes in the returned map
+ * (what the hosts said is the first thing to read), then SIGKILLs them all by
+ * pid and waits for them: each test starts its own, and the last test's must
+ * not load the machine for the next.
+ */
+export function useProcessesPerTest(): Map<string, NodeProcess> {
+  const procs = new Map<string, NodeProcess>();
+  afterEach(async function () {
+    if (this.currentTest?.state === 'failed')
+      for (const [id, p] of procs)
+        if (p.stderr.length) console.log(`--- ${id} stderr ---\n${p.stderr.slice(-15).join('\n')}`);
+    for (const p of procs.values()) p.signal('SIGKILL');
+    await Promise.all([...procs.values()].map((p) => p.exited));
+    procs.clear();
+  });
+  return procs;
+}
