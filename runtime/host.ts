@@ -441,7 +441,7 @@ export async function createHost(options: HostOptions): Promise<Host> {
 
   const fenced = (sid: string, primary: PrimarySession, epoch: number) => {
     if (sessions.get(sid) === primary) sessions.delete(sid);
-    if (!draining)
+    if (!draining && !closed)
       onError(
         new FtmError(
           `${sid}: epoch ${epoch} exists, this host stopped serving epoch ${primary.epoch}`,
