@@ -81,6 +81,11 @@ describe('a NATS node and the primary host die together', function () {
 
       nats.cluster.nodes[doomed]!.kill('SIGKILL');
       procs[0]!.signal('SIGKILL');
+      // The next request must be served by the new primary, not by j1 in its last milliseconds.
+      await until(() => client!.owner('js')?.primary !== 'j1', {
+        timeoutMs: 30_000,
+        message: 'a new primary in the ownership record',
+      });
       const value = await client
         .request('js', 'add', 1, { timeoutMs: 30_000 })
         .catch(async (err: unknown) => {

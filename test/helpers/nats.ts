@@ -88,3 +88,10 @@ export function useNatsCluster(options?: NatsClusterOptions): NatsClusterFixture
     },
   };
 }
+
+/**
+ * For suites whose hosts share the test process and do not test detection:
+ * several hosts' heartbeat threads on two busy cores can miss 25 ms and
+ * move a session mid-test. A wide timeout keeps false detections out.
+ */
+export const quietDetection = { heartbeatTimeoutMs: 500 } as const;

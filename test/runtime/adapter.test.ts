@@ -1,6 +1,6 @@
 import { strict as assert } from 'node:assert';
 import { createHost, defineAdapter, HandlerError, type Host } from '../../runtime/index.ts';
-import { useNatsServer } from '../helpers/nats.ts';
+import { useNatsServer, quietDetection } from '../helpers/nats.ts';
 import { until } from '../helpers/until.ts';
 
 /** An existing service: a plain class that keeps its own state and knows nothing of ftmesh. */
@@ -51,8 +51,20 @@ describe('the adapter for existing services', function () {
   let a: Host;
   let b: Host;
   before(async () => {
-    a = await createHost({ nats: nats.url, actors: [board], hostId: 'ad-a', onError: () => {} });
-    b = await createHost({ nats: nats.url, actors: [board], hostId: 'ad-b', onError: () => {} });
+    a = await createHost({
+      ...quietDetection,
+      nats: nats.url,
+      actors: [board],
+      hostId: 'ad-a',
+      onError: () => {},
+    });
+    b = await createHost({
+      ...quietDetection,
+      nats: nats.url,
+      actors: [board],
+      hostId: 'ad-b',
+      onError: () => {},
+    });
   });
   after(async () => {
     await a?.close();

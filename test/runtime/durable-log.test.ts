@@ -1,7 +1,7 @@
 import { strict as assert } from 'node:assert';
 import { createHost, type Host } from '../../runtime/index.ts';
 import { exampleActors } from '../../actors/index.ts';
-import { useNatsServer } from '../helpers/nats.ts';
+import { useNatsServer, quietDetection } from '../helpers/nats.ts';
 import { until } from '../helpers/until.ts';
 
 describe('the durable log', function () {
@@ -18,6 +18,7 @@ describe('the durable log', function () {
     extra: Parameters<typeof createHost>[0] extends infer O ? Partial<O> : never = {},
   ) => {
     const h = await createHost({
+      ...quietDetection,
       nats: nats.url,
       actors: exampleActors,
       hostId,

@@ -1,7 +1,7 @@
 import { strict as assert } from 'node:assert';
 import { createHost, InvalidMessageError, type Host } from '../../runtime/index.ts';
 import { exampleActors } from '../../actors/index.ts';
-import { useNatsServer } from '../helpers/nats.ts';
+import { useNatsServer, quietDetection } from '../helpers/nats.ts';
 import { until } from '../helpers/until.ts';
 
 describe('events, message checks and datagrams', function () {
@@ -12,6 +12,7 @@ describe('events, message checks and datagrams', function () {
   });
   const host = async (hostId: string, capacity?: number) => {
     const h = await createHost({
+      ...quietDetection,
       nats: nats.url,
       actors: exampleActors,
       hostId,

@@ -1,7 +1,7 @@
 import { strict as assert } from 'node:assert';
 import { createHost, type Host } from '../../runtime/index.ts';
 import { exampleActors } from '../../actors/index.ts';
-import { useNatsServer } from '../helpers/nats.ts';
+import { useNatsServer, quietDetection } from '../helpers/nats.ts';
 import { spawnNode, stopAll } from '../helpers/processes.ts';
 import { until } from '../helpers/until.ts';
 
@@ -19,6 +19,7 @@ describe('reply release in standby mode', function () {
     await standby.waitForLine(/^ready stalled/, 20_000);
     // failover off: this test is about the release rule, not about replacing a hung standby.
     primary = await createHost({
+      ...quietDetection,
       nats: nats.url,
       actors: exampleActors,
       hostId: 'live',

@@ -10,7 +10,7 @@ import {
 import { createValueCodec } from '../../runtime/codec.ts';
 import { CommitFlag, ConsistencyCode, encodeCommit } from '../../runtime/wire.ts';
 import { exampleActors } from '../../actors/index.ts';
-import { useNatsServer } from '../helpers/nats.ts';
+import { useNatsServer, quietDetection } from '../helpers/nats.ts';
 import { until } from '../helpers/until.ts';
 
 describe('a standby refuses bad output and keeps its replica intact', function () {
@@ -23,12 +23,14 @@ describe('a standby refuses bad output and keeps its replica intact', function (
 
   before(async () => {
     a = await createHost({
+      ...quietDetection,
       nats: nats.url,
       actors: exampleActors,
       hostId: 'ra',
       onError: () => {},
     });
     b = await createHost({
+      ...quietDetection,
       nats: nats.url,
       actors: exampleActors,
       hostId: 'rb',

@@ -7,7 +7,7 @@ import {
   type ConsistencyMode,
   type Host,
 } from '../../runtime/index.ts';
-import { useNatsServer } from '../helpers/nats.ts';
+import { useNatsServer, quietDetection } from '../helpers/nats.ts';
 import { until } from '../helpers/until.ts';
 
 type Doc = {
@@ -65,8 +65,20 @@ describe('replication between a primary and a standby', function () {
   let b: Host;
 
   before(async () => {
-    a = await createHost({ nats: nats.url, actors, hostId: 'host-a', onError: () => {} });
-    b = await createHost({ nats: nats.url, actors, hostId: 'host-b', onError: () => {} });
+    a = await createHost({
+      ...quietDetection,
+      nats: nats.url,
+      actors,
+      hostId: 'host-a',
+      onError: () => {},
+    });
+    b = await createHost({
+      ...quietDetection,
+      nats: nats.url,
+      actors,
+      hostId: 'host-b',
+      onError: () => {},
+    });
   });
   after(async () => {
     await a?.close();

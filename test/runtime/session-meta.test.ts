@@ -1,7 +1,7 @@
 import { strict as assert } from 'node:assert';
 import { createHost, defineActor, type Host, type HostOptions } from '../../runtime/index.ts';
 import { exampleActors } from '../../actors/index.ts';
-import { useNatsServer } from '../helpers/nats.ts';
+import { useNatsServer, quietDetection } from '../helpers/nats.ts';
 import { until } from '../helpers/until.ts';
 
 type Ticks = { ticks: number[]; target: number; cancelled: number };
@@ -39,6 +39,7 @@ describe('the replicated session meta: timers, dedup table, lost last commit', f
   });
   const host = async (hostId: string, extra: Partial<HostOptions> = {}) => {
     const h = await createHost({
+      ...quietDetection,
       nats: nats.url,
       actors: [...exampleActors, ticker],
       hostId,

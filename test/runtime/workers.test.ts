@@ -1,6 +1,6 @@
 import { strict as assert } from 'node:assert';
 import { createHost, defineActor, stateHash, type Host } from '../../runtime/index.ts';
-import { useNatsServer } from '../helpers/nats.ts';
+import { useNatsServer, quietDetection } from '../helpers/nats.ts';
 import { until } from '../helpers/until.ts';
 
 type Mix = { expected: number; results: number[]; acc: number };
@@ -31,8 +31,20 @@ describe('worker threads: concurrent updates committed in one order', function (
   let a: Host;
   let b: Host;
   before(async () => {
-    a = await createHost({ nats: nats.url, actors: [mixer], hostId: 'wk-a', onError: () => {} });
-    b = await createHost({ nats: nats.url, actors: [mixer], hostId: 'wk-b', onError: () => {} });
+    a = await createHost({
+      ...quietDetection,
+      nats: nats.url,
+      actors: [mixer],
+      hostId: 'wk-a',
+      onError: () => {},
+    });
+    b = await createHost({
+      ...quietDetection,
+      nats: nats.url,
+      actors: [mixer],
+      hostId: 'wk-b',
+      onError: () => {},
+    });
   });
   after(async () => {
     await a?.close();
