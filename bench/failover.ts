@@ -76,10 +76,10 @@ export type PhaseReport = {
   duplicated: number;
   /** The sum of each round's final state: equals `requests` when every add applied once. */
   final_state: number | null;
-  /** No round ended with primary and standby differing (rounds without a standby aside). */
+  /** No round ended with primary and standby differing (rounds not compared aside). */
   replicas_equal: boolean;
-  /** Rounds that ended with no standby for the session. */
-  rounds_without_standby: number;
+  /** Rounds whose primary and standby were not compared: no standby at the end, or no answer. */
+  rounds_not_compared: number;
   /** Error lines the host processes and the client host reported. */
   host_errors: number;
   client_errors: number;
@@ -396,7 +396,7 @@ type Round = {
   lost: number;
   duplicated: number;
   final: number | null;
-  /** Whether primary and standby ended equal; undefined without a standby. */
+  /** Whether primary and standby ended equal; undefined when not compared (no standby...). */
   replicasEqual: boolean | undefined;
   hostErrors: string[];
   clientErrors: string[];
@@ -555,9 +555,11 @@ async function round(kind: 'crash' | 'hang', faults: number, tag: string): Promi
         return undefined;
       }
     }, 3_000);
-    const replicasEqual = verdict === 'none' ? undefined : verdict === 'equal';
+    // Undefined: not compared (no standby, or no answer within 3 s).
+    const replicasEqual = verdict === 'equal' ? true : verdict === 'differ' ? false : undefined;
     if (verdict === 'none') note('no standby at the end');
-    else if (verdict !== 'equal') note(`primary and standby differ at the end (${why})`);
+    else if (verdict === 'differ') note(`primary and standby differ at the end (${why})`);
+    else if (verdict === undefined) note(`primary and standby not compared (${why})`);
 
     // Per fault, from the client's replies: the first one the new primary committed (its
     // value is above the seq the new primary started from: only `add 1` runs, so value =
@@ -704,7 +706,7 @@ async function phase(
     duplicated: sum((r) => r.duplicated),
     final_state: rounds.some((r) => r.final === null) ? null : sum((r) => r.final!),
     replicas_equal: rounds.every((r) => r.replicasEqual !== false),
-    rounds_without_standby: rounds.filter((r) => r.replicasEqual === undefined).length,
+    rounds_not_compared: rounds.filter((r) => r.replicasEqual === undefined).length,
     host_errors: hostErrors.length,
     client_errors: clientErrors.length,
     anomalies: [
@@ -805,7 +807,7 @@ export function formatFailoverReport(r: FailoverReport, quick: boolean): string 
       .map(([k, n]) => `${k} ${n}`)
       .join(', ')}); ${p.requests} requests, ${p.retries} retries, ${p.unanswered} unanswered, ` +
     `lost ${p.lost}, duplicated ${p.duplicated}, final state ${p.final_state}, ` +
-    `replicas ${p.replicas_equal ? 'equal' : 'DIFFER'} (${p.rounds_without_standby} of ${p.rounds} rounds ended without a standby); error lines: hosts ${p.host_errors}, client ${p.client_errors}`;
+    `replicas ${p.replicas_equal ? 'equal' : 'DIFFER'} (${p.rounds_not_compared} of ${p.rounds} rounds not compared); error lines: hosts ${p.host_errors}, client ${p.client_errors}`;
   const odd = [...c.anomalies.map((a) => `crash: ${a}`), ...h.anomalies.map((a) => `hang: ${a}`)];
   return [
     `failover benchmark${quick ? ' (--quick: indicative only)' : ''}: ${r.hosts} host processes, ` +

@@ -764,9 +764,20 @@ export async function createHost(options: HostOptions): Promise<Host> {
       const mine = sessions.get(sid);
       if (record.primary === dead) {
         if (record.standby === hostId && mine?.role === 'standby') {
-          void promote(sid, _cause, at, dead).catch((err: unknown) =>
-            onError(new FtmError(`${sid}: promotion failed`, { cause: err })),
-          );
+          void (async () => {
+            // A CAS that times out (JetStream electing) is tried again; a lost one is final.
+            for (let attempt = 0; attempt < 8 && !closed; attempt++) {
+              try {
+                await promote(sid, _cause, at, dead);
+                return;
+              } catch (err) {
+                onError(
+                  new FtmError(`${sid}: promotion failed, attempt ${attempt + 1}`, { cause: err }),
+                );
+              }
+              await new Promise((r) => setTimeout(r, Math.min(50 * 2 ** attempt, 2_000)).unref());
+            }
+          })();
         } else {
           restoreIfChosen(sid, record, at);
         }
