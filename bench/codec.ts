@@ -13,12 +13,13 @@
 import { inspect, isDeepStrictEqual } from 'node:util';
 import { Immer, enableMapSet, enablePatches, type Patch } from 'immer';
 import { createValueCodec, type ValueCodec } from '../runtime/codec.ts';
+import { columns, stats, type Stats } from './stats.ts';
 
 /** Options of {@link runCodecBench}. */
 export type CodecBenchOptions = { quick: boolean };
 
 /** Latency percentiles in µs per op; same shape as the replication benchmark's. */
-export type Stats = { p50: number; p99: number; max: number; n: number };
+export type { Stats };
 
 export type CodecFigures = {
   bytes: number;
@@ -256,13 +257,6 @@ function jsonCodec(base64Binary: boolean): ValueCodec {
   };
 }
 
-function stats(samples: number[]): Stats {
-  const s = [...samples].sort((a, b) => a - b);
-  const at = (q: number) => s[Math.min(s.length - 1, Math.floor(q * s.length))]!;
-  const r = (x: number) => Math.round(x * 1000) / 1000;
-  return { p50: r(at(0.5)), p99: r(at(0.99)), max: r(s[s.length - 1]!), n: s.length };
-}
-
 /** Runs each op `n` times, interleaved, rotating which goes first; returns µs samples per op. */
 function interleaved(n: number, ops: readonly ((i: number) => unknown)[]): number[][] {
   const out = ops.map(() => [] as number[]);
@@ -433,18 +427,6 @@ export function runCodecBench(options: CodecBenchOptions): CodecReport {
       'plain JSON.stringify would write {"0":n,"1":n,...} and decode a plain object. Sized by msgpack bytes',
   );
   return { timer_overhead_us: timer.p50, workloads, fidelity: fidelity(msgpack, json) };
-}
-
-function columns(rows: string[][], left: number): string {
-  const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => (r[c] ?? '').length)));
-  return rows
-    .map((r) =>
-      r
-        .map((cell, c) => (c < left ? cell.padEnd(widths[c]!) : cell.padStart(widths[c]!)))
-        .join('  ')
-        .trimEnd(),
-    )
-    .join('\n');
 }
 
 /** The human-readable tables of a {@link CodecReport}. */

@@ -33,12 +33,13 @@ import {
   type Host,
   type OwnerRecord,
 } from '../runtime/index.ts';
+import { columns, stats, type Stats } from './stats.ts';
 
 /** Options of {@link runFailoverBench}. */
 export type FailoverBenchOptions = { quick: boolean };
 
 /** Percentiles in ms (or a count); NaN (null in JSON) when there is no sample. */
-export type Stats = { p50: number; p99: number; max: number; n: number };
+export type { Stats };
 
 /** One phase: the same fault, repeated. */
 export type PhaseReport = {
@@ -118,14 +119,6 @@ const SID = 'bench-failover';
 
 /** Same clock as the runtime's `preciseNow`. */
 const now = (): number => performance.timeOrigin + performance.now();
-
-function stats(samples: readonly number[]): Stats {
-  if (samples.length === 0) return { p50: NaN, p99: NaN, max: NaN, n: 0 };
-  const s = [...samples].sort((a, b) => a - b);
-  const at = (q: number) => s[Math.min(s.length - 1, Math.floor(q * s.length))]!;
-  const r = (x: number) => Math.round(x * 1000) / 1000;
-  return { p50: r(at(0.5)), p99: r(at(0.99)), max: r(s[s.length - 1]!), n: s.length };
-}
 
 /** Calls `fn` every `intervalMs` until it returns something; undefined after `timeoutMs`. */
 async function poll<T>(
@@ -738,18 +731,6 @@ export async function runFailoverBench(options: FailoverBenchOptions): Promise<F
 }
 
 // ---- the table ---------------------------------------------------------------------------------
-
-function columns(rows: string[][], left: number): string {
-  const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => (r[c] ?? '').length)));
-  return rows
-    .map((r) =>
-      r
-        .map((cell, c) => (c < left ? cell.padEnd(widths[c]!) : cell.padStart(widths[c]!)))
-        .join('  ')
-        .trimEnd(),
-    )
-    .join('\n');
-}
 
 /** The human-readable table of a {@link FailoverReport}. */
 export function formatFailoverReport(r: FailoverReport, quick: boolean): string {

@@ -34,9 +34,10 @@ import { startNatsServer } from '../infra/index.ts';
 import { connect, mintToken, type Session } from '../gateway/index.ts';
 import { connectNats, createHost, type Host } from '../runtime/index.ts';
 import { ECHO_SUBJECT, allBenchActors } from './gateway-actors.ts';
+import { stats, timeEach, type Stats } from './stats.ts';
 
 /** Percentiles in ms; NaN (null in JSON) without samples. */
-export type Stats = { p50: number; p99: number; max: number; n: number };
+export type { Stats };
 
 export type GatewayReport = {
   load_before: number;
@@ -77,14 +78,6 @@ const REPO_ROOT = fileURLToPath(new URL('../', import.meta.url));
 const SECRET = 'gateway-bench-secret-0123456789abcdef';
 const now = (): number => performance.timeOrigin + performance.now();
 const log = (s: string) => process.stderr.write(`[gateway bench] ${s}\n`);
-
-function stats(samples: readonly number[]): Stats {
-  if (!samples.length) return { p50: NaN, p99: NaN, max: NaN, n: 0 };
-  const s = [...samples].sort((a, b) => a - b);
-  const at = (q: number) => s[Math.min(s.length - 1, Math.floor(q * s.length))]!;
-  const r = (x: number) => Math.round(x * 1000) / 1000;
-  return { p50: r(at(0.5)), p99: r(at(0.99)), max: r(s[s.length - 1]!), n: s.length };
-}
 
 async function poll<T>(
   fn: () => T | undefined | Promise<T | undefined>,
@@ -150,16 +143,6 @@ class Role {
     if (this.child.exitCode === null && this.child.signalCode === null && this.child.pid)
       process.kill(this.child.pid, signal);
   }
-}
-
-async function latency(n: number, fn: () => Promise<unknown>): Promise<number[]> {
-  const out: number[] = [];
-  for (let i = 0; i < n; i++) {
-    const t = performance.now();
-    await fn();
-    out.push(performance.now() - t);
-  }
-  return out;
 }
 
 async function throughput(session: Session, total: number, window: number): Promise<number> {
@@ -404,15 +387,15 @@ export async function runGatewayBench(quick: boolean): Promise<GatewayReport> {
           standby: 'gb2',
         });
         bySession[mode] = await mesh.open(`lat-${mode}`, sid);
-        await latency(warm, () => bySession[mode]!.request('inc', tag));
+        await timeEach(warm, () => bySession[mode]!.request('inc', tag));
       }
-      await latency(warm, () => nc.request(ECHO_SUBJECT, payload));
+      await timeEach(warm, () => nc.request(ECHO_SUBJECT, payload));
       // Interleaved rounds, so that a slow spell of the machine hits every figure alike.
       for (let r = 0; r < rounds; r++) {
-        samples.raw!.push(...(await latency(n / rounds, () => nc.request(ECHO_SUBJECT, payload))));
+        samples.raw!.push(...(await timeEach(n / rounds, () => nc.request(ECHO_SUBJECT, payload))));
         for (const mode of ['async', 'standby', 'durable'] as const)
           samples[mode]!.push(
-            ...(await latency(n / rounds, () => bySession[mode]!.request('inc', tag))),
+            ...(await timeEach(n / rounds, () => bySession[mode]!.request('inc', tag))),
           );
       }
     } finally {

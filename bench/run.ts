@@ -14,30 +14,12 @@ import { createHost, defineActor } from '../runtime/index.ts';
 import { formatCodecReport, runCodecBench, type CodecReport } from './codec.ts';
 import { formatFailoverReport, runFailoverBench, type FailoverReport } from './failover.ts';
 import { formatGatewayReport, runGatewayBench, type GatewayReport } from './gateway.ts';
+import { stats, timeEach } from './stats.ts';
 
 const { positionals, values } = parseArgs({
   allowPositionals: true,
   options: { quick: { type: 'boolean' }, json: { type: 'boolean' } },
 });
-
-type Stats = { p50: number; p99: number; max: number; n: number };
-
-function stats(samples: number[]): Stats {
-  const s = [...samples].sort((a, b) => a - b);
-  const at = (q: number) => s[Math.min(s.length - 1, Math.floor(q * s.length))]!;
-  const r = (x: number) => Math.round(x * 1000) / 1000;
-  return { p50: r(at(0.5)), p99: r(at(0.99)), max: r(s[s.length - 1]!), n: s.length };
-}
-
-async function time(n: number, fn: () => Promise<unknown>): Promise<number[]> {
-  const out: number[] = [];
-  for (let i = 0; i < n; i++) {
-    const t = performance.now();
-    await fn();
-    out.push(performance.now() - t);
-  }
-  return out;
-}
 
 async function replication(): Promise<Record<string, unknown>> {
   const quick = values.quick === true;
@@ -66,14 +48,14 @@ async function replication(): Promise<Record<string, unknown>> {
     await responder.flush();
     const payload = new Uint8Array(100);
     const warm = quick ? 200 : 1_000;
-    await time(warm, () => requester.request('bench.echo', payload));
-    const raw = stats(await time(n, () => requester.request('bench.echo', payload)));
+    await timeEach(warm, () => requester.request('bench.echo', payload));
+    const raw = stats(await timeEach(n, () => requester.request('bench.echo', payload)));
     const result: Record<string, unknown> = { raw_request_reply_ms: raw };
     for (const mode of ['async', 'standby', 'durable'] as const) {
       const sid = `bench-${mode}`;
       await primary.openSession(sid, sid, { standby: 'bench-standby' });
-      await time(warm, () => primary.request(sid, 'inc', 'warm'));
-      const lat = stats(await time(n, () => primary.request(sid, 'inc', 'x')));
+      await timeEach(warm, () => primary.request(sid, 'inc', 'warm'));
+      const lat = stats(await timeEach(n, () => primary.request(sid, 'inc', 'x')));
       result[`${mode}_ms`] = lat;
       result[`${mode}_ratio_p50`] = Math.round((lat.p50 / raw.p50) * 100) / 100;
       // Throughput: a window of outstanding requests, replies released by mode.

@@ -2,7 +2,7 @@ import { strict as assert } from 'node:assert';
 import { createHost, type Host } from '../../runtime/index.ts';
 import { exampleActors } from '../../actors/index.ts';
 import { useNatsServer } from '../helpers/nats.ts';
-import { spawnNode, stopAll, useProcessesPerTest } from '../helpers/processes.ts';
+import { stopAll, useProcessesPerTest, startHostProcesses } from '../helpers/processes.ts';
 import { until } from '../helpers/until.ts';
 import { connectNats, subjects } from '../../runtime/index.ts';
 import { createValueCodec } from '../../runtime/codec.ts';
@@ -13,16 +13,7 @@ describe('failover: hosts as processes, killed and stopped on purpose', function
   let client: Host;
   const procs = useProcessesPerTest();
 
-  const startHosts = async (...ids: string[]) => {
-    for (const id of ids)
-      procs.set(id, spawnNode('cli/ftmesh.ts', ['host', '--nats', nats.url, '--id', id]));
-    await Promise.all(
-      ids.map((id) => procs.get(id)!.waitForLine(new RegExp(`^ready ${id}`), 20_000)),
-    );
-    await until(() => ids.every((id) => client.liveHosts().includes(id)), {
-      message: `hosts ${ids.join(', ')} heard`,
-    });
-  };
+  const startHosts = (...ids: string[]) => startHostProcesses(procs, nats.url, ids, client);
   /** True once `hostId` no longer serves `sid` as primary (it may hold it as a standby again). */
   const notPrimary = (hostId: string, sid: string) =>
     client.inspect(hostId, sid).then(

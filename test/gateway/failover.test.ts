@@ -4,7 +4,7 @@ import { connect, createGateway, mintToken, type Gateway } from '../../gateway/i
 import { createHost, type Host } from '../../runtime/index.ts';
 import { RawClient, UdpClient } from '../helpers/gateway-clients.ts';
 import { useNatsServer } from '../helpers/nats.ts';
-import { spawnNode, stopAll, useProcessesPerTest } from '../helpers/processes.ts';
+import { stopAll, useProcessesPerTest, startHostProcesses } from '../helpers/processes.ts';
 import { exactlyOnce } from '../helpers/stream.ts';
 import { until } from '../helpers/until.ts';
 
@@ -17,16 +17,7 @@ describe('gateway: clients keep their connection through a failover', function (
   let gateway: Gateway;
   const procs = useProcessesPerTest();
 
-  const startHosts = async (...ids: string[]) => {
-    for (const id of ids)
-      procs.set(id, spawnNode('cli/ftmesh.ts', ['host', '--nats', nats.url, '--id', id]));
-    await Promise.all(
-      ids.map((id) => procs.get(id)!.waitForLine(new RegExp(`^ready ${id}`), 20_000)),
-    );
-    await until(() => ids.every((id) => client.liveHosts().includes(id)), {
-      message: `hosts ${ids.join(', ')} heard`,
-    });
-  };
+  const startHosts = (...ids: string[]) => startHostProcesses(procs, nats.url, ids, client);
 
   before(async () => {
     client = await createHost({

@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
+import { until } from './until.ts';
 
 /** The repository root: scripts are resolved and run from here. */
 export const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -233,4 +234,24 @@ export function useProcessesPerTest(): Map<string, NodeProcess> {
     procs.clear();
   });
   return procs;
+}
+
+/**
+ * Starts `ftmesh host` processes with these ids into `procs`; resolves once
+ * each printed `ready <id>` and `observer` (a host in the test) hears them.
+ */
+export async function startHostProcesses(
+  procs: Map<string, NodeProcess>,
+  natsUrl: string,
+  ids: readonly string[],
+  observer: { liveHosts(): string[] },
+): Promise<void> {
+  for (const id of ids)
+    procs.set(id, spawnNode('cli/ftmesh.ts', ['host', '--nats', natsUrl, '--id', id]));
+  await Promise.all(
+    ids.map((id) => procs.get(id)!.waitForLine(new RegExp(`^ready ${id}`), 20_000)),
+  );
+  await until(() => ids.every((id) => observer.liveHosts().includes(id)), {
+    message: `hosts ${ids.join(', ')} heard`,
+  });
 }
