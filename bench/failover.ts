@@ -485,8 +485,10 @@ async function round(kind: 'crash' | 'hang', faults: number, tag: string): Promi
           );
         let last: FailoverRecord | undefined;
         rec = await poll(async () => {
-          const fo = (await c.inspect(owner.primary, SID).catch(() => undefined))?.failovers;
-          last = fo?.at(-1);
+          // The history alone: inspect() would also encode the session's meta, work that
+          // would slow the very host being measured.
+          const fo = await c.failoversOf(owner.primary).catch(() => undefined);
+          last = fo?.filter((f) => f.sid === SID).at(-1);
           return last?.epoch === owner.epoch &&
             last.reprotectedAt !== undefined &&
             last.firstReplyAt !== undefined

@@ -14,7 +14,7 @@ const maxBatchBytes = 512 * 1024;
 
 /**
  * The durable log: commit frames of a session, batched into JetStream messages
- * on `ftm.log.<sid>` off the hot path. A batch's msgID (`sid.epoch.firstSeq`)
+ * on `ftm.log.<sid>` off the hot path. A batch's msgID (`sid.writerEpoch.firstSeq`)
  * makes a retried publish idempotent.
  */
 export class DurableLog {
@@ -100,6 +100,13 @@ export class SessionLog {
   constructor(
     private readonly log: DurableLog,
     readonly sid: string,
+    /**
+     * The epoch of the primary writing: it names the batches. A promoted
+     * primary's first batch may start with its predecessor's frames (see
+     * ReplicaSession.unlogged); named by the writer, it cannot be taken for a
+     * duplicate of a batch the predecessor published at the same seq.
+     */
+    readonly epoch: number,
     private readonly onLogged: (seq: number) => void,
     private readonly onError: (err: Error) => void,
   ) {}
@@ -134,6 +141,16 @@ export class SessionLog {
       );
   }
 
+  /**
+   * A promoted primary's start: the log holds every seq up to `logged`, and
+   * `frames` (its predecessor's, which the replica kept) go out first, in
+   * the next batch.
+   */
+  resumeAfter(logged: number, frames: readonly Uint8Array[]): void {
+    this.loggedSeq = logged;
+    for (const f of frames) this.append(f);
+  }
+
   /** Drops what is pending and refuses later appends: a fenced primary writes nothing more. */
   discard(): void {
     this.discarded = true;
@@ -153,7 +170,7 @@ export class SessionLog {
   }
 
   private async publish(frames: Uint8Array[]): Promise<void> {
-    const first = peekSequence(frames[0]!);
+    const firstSeq = peekSequence(frames[0]!).seq;
     const lastSeq = peekSequence(frames[frames.length - 1]!).seq;
     const h = headers();
     h.set('Ftm-Last-Seq', String(lastSeq));
@@ -161,7 +178,7 @@ export class SessionLog {
     for (let attempt = 0; ; attempt++) {
       try {
         const ack = await this.log.js.publish(subjects.log(this.sid), data, {
-          msgID: `${this.sid}.${first.epoch}.${first.seq}`,
+          msgID: `${this.sid}.${this.epoch}.${firstSeq}`,
           headers: h,
           timeout: 2_000,
         });
@@ -170,11 +187,18 @@ export class SessionLog {
         this.onLogged(lastSeq);
         return;
       } catch (err) {
-        // msgID makes the retry idempotent; give up after a bounded number of tries,
-        // or at once when this writer was discarded (fenced, or its host closed).
+        // msgID makes the retry idempotent. Never skip a batch: a later one
+        // would leave a hole in the log and its ack would count for this one
+        // too. Retry while JetStream recovers (an election takes seconds);
+        // stop only when this writer is discarded (fenced, or its host closed).
         if (this.discarded) return;
-        if (attempt >= 5) return this.onError(err as Error);
-        await new Promise((r) => setTimeout(r, 50 * (attempt + 1)));
+        if (attempt === 5 || (attempt > 5 && attempt % 20 === 0))
+          this.onError(
+            new FtmError(`log of ${this.sid}: batch at seq ${firstSeq} not stored yet, retrying`, {
+              cause: err,
+            }),
+          );
+        await new Promise((r) => setTimeout(r, Math.min(50 * (attempt + 1), 1_000)));
       }
     }
   }

@@ -248,20 +248,32 @@ export async function createHost(options: HostOptions): Promise<Host> {
   const saveSnapshot = async (sid: string, snap: SessionSnapshot) => {
     await snapshots.put(sid, codec.encode(snap));
   };
-  /** Set once the failover machinery below exists; the sweep calls it. */
+  /** Set once the failover machinery below exists; a timer calls it twice a second. */
   const sweep: { heal?: (now: number) => void } = {};
-  const flusher = setInterval(() => {
+  const healer = setInterval(() => sweep.heal?.(clock.now()), 500);
+  // Log flushes and retransmissions run on a timer armed only while some
+  // primary has frames to log or unacknowledged: an idle host does not wake.
+  const flushInterval = options.logFlushIntervalMs ?? 10;
+  let flusher: NodeJS.Timeout | undefined;
+  const wake = () => {
+    if (!flusher && !closed) flusher = setTimeout(flushNow, flushInterval);
+  };
+  const flushNow = () => {
+    flusher = undefined;
     const now = clock.now();
-    sweep.heal?.(now);
+    let busyPrimaries = false;
     for (const s of sessions.values()) {
-      if (s.role === 'primary') s.retransmit(now);
-      if (s.role === 'primary' && s.log.hasPending) {
+      if (s.role !== 'primary') continue;
+      s.retransmit(now);
+      if (s.log.hasPending) {
         s.log
           .flush()
           .catch((err: unknown) => onError(new FtmError(`log flush of ${s.sid}`, { cause: err })));
       }
+      if (s.hasUnacked) busyPrimaries = true;
     }
-  }, options.logFlushIntervalMs ?? 10);
+    if (busyPrimaries) wake();
+  };
 
   const control = async (sid: string, req: SessionControl): Promise<any> => {
     const reply = await nc.request(subjects.control(sid), codec.encode(req), { timeout: 2_000 });
@@ -277,12 +289,17 @@ export async function createHost(options: HostOptions): Promise<Host> {
     snapshot: () => control(sid, { op: 'snapshot' }),
     ...(options.dropAtStandby ? { drop: (seq: number) => options.dropAtStandby!(sid, seq) } : {}),
   });
-  const startPrimary = (actor: ActorDefinition, sid: string, init: SessionSnapshot) => {
+  const startPrimary = (
+    actor: ActorDefinition,
+    sid: string,
+    init: SessionSnapshot | (Omit<SessionSnapshot, 'meta'> & { meta: SessionMeta }),
+  ) => {
     // The log calls back into the primary it belongs to, created right after it.
     const ref: { primary?: PrimarySession } = {};
     const sessionLog = new SessionLog(
       log,
       sid,
+      init.epoch,
       (seq) => ref.primary?.onLogged(seq),
       (err) => onError(new FtmError(`log write of ${sid} failed`, { cause: err })),
     );
@@ -307,6 +324,7 @@ export async function createHost(options: HostOptions): Promise<Host> {
       },
     );
     ref.primary = primary;
+    primary.onWork = wake;
     primary.onFenced = (epoch) => fenced(sid, primary, epoch);
     primary.listen();
     sessions.set(sid, primary);
@@ -553,6 +571,36 @@ export async function createHost(options: HostOptions): Promise<Host> {
   };
 
   /**
+   * A promoted primary whose replica could not say what the old primary's
+   * log lacks: its frames wait until a snapshot at its first seq covers the
+   * gap, and only then does that seq count as logged. Slower than writing
+   * the kept frames (a whole state instead of a few frames), and rare.
+   */
+  const coverWithSnapshot = (primary: PrimarySession, cover: SessionSnapshot) => {
+    primary.log.loggedSeq = 0;
+    // Retried while JetStream elects a leader (a NATS node may have died too).
+    const covered = (async () => {
+      for (let attempt = 0; ; attempt++) {
+        try {
+          return await saveSnapshot(primary.sid, cover);
+        } catch (err) {
+          if (closed || primary.isFenced || attempt >= 10) throw err;
+          await new Promise((r) => setTimeout(r, Math.min(100 * 2 ** attempt, 5_000)).unref());
+        }
+      }
+    })();
+    primary.log.hold(covered);
+    covered.then(
+      () => {
+        primary.log.loggedSeq = Math.max(primary.log.loggedSeq, cover.seq);
+        primary.onLogged(cover.seq);
+      },
+      (err: unknown) =>
+        onError(new FtmError(`${primary.sid}: snapshot after promotion`, { cause: err })),
+    );
+  };
+
+  /**
    * Takes over a session this host is the standby of, in epoch + 1. Only the
    * compare-and-swap on the ownership record decides: exactly one winner.
    */
@@ -580,15 +628,20 @@ export async function createHost(options: HostOptions): Promise<Host> {
       return undefined;
     }
     const epoch = record.epoch;
-    // From here on, in one synchronous block: the state we start from, and
-    // the inputs no commit covered, queued until the primary serves.
+    // From here on, in one synchronous block: the state we start from (the
+    // replica's own objects, handed over without a copy), the frames the old
+    // primary's log may lack, and the inputs no commit covered, queued until
+    // the primary serves.
     const init = {
       actor: replica.actor.name,
       state: replica.state,
       seq: replica.seq,
       epoch,
-      meta: replica.meta.snapshot(),
+      meta: replica.meta,
     };
+    const unlogged = replica.unlogged();
+    // Without those frames only a snapshot at init.seq can cover the gap: taken now, before serving.
+    const cover = unlogged ? undefined : { ...init, meta: init.meta.snapshot() };
     const rec: FailoverRecord = {
       sid,
       cause,
@@ -607,29 +660,12 @@ export async function createHost(options: HostOptions): Promise<Host> {
     );
     const primary = startPrimary(replica.actor, sid, init);
     // No standby yet: the log stands in for it (replies wait for the log's
-    // ack). The old primary may not have logged its last frames, so this
-    // epoch's frames wait until a snapshot at init.seq covers them: the log
-    // never has a hole, and only then does init.seq count as logged.
-    primary.log.loggedSeq = 0;
-    // Retried while JetStream elects a leader (a NATS node may have died too).
-    const covered = (async () => {
-      for (let attempt = 0; ; attempt++) {
-        try {
-          return await saveSnapshot(sid, init);
-        } catch (err) {
-          if (closed || primary.isFenced || attempt >= 10) throw err;
-          await new Promise((r) => setTimeout(r, Math.min(100 * 2 ** attempt, 5_000)).unref());
-        }
-      }
-    })();
-    primary.log.hold(covered);
-    covered.then(
-      () => {
-        primary.log.loggedSeq = Math.max(primary.log.loggedSeq, init.seq);
-        primary.onLogged(init.seq);
-      },
-      (err: unknown) => onError(new FtmError(`${sid}: snapshot after promotion`, { cause: err })),
-    );
+    // ack), and the log must have no hole. The old primary may not have
+    // logged its last frames: the replica kept them, and they go first.
+    if (unlogged) {
+      primary.log.resumeAfter(unlogged.logged, unlogged.frames);
+      wake();
+    } else coverWithSnapshot(primary, cover!);
     primary.onNextReply = (at) => (rec.firstReplyAt = at);
     primary.serve();
     handover.to = primary;
@@ -1106,7 +1142,8 @@ export async function createHost(options: HostOptions): Promise<Host> {
     async close() {
       if (closed) return;
       closed = true;
-      clearInterval(flusher);
+      clearInterval(healer);
+      clearTimeout(flusher);
       // Not a drain, but no request is lost: primaries stop taking inputs (their
       // standbys keep them), let the standby and the log catch up, then say
       // goodbye so that the standbys take over at once instead of after a timeout.

@@ -1,13 +1,18 @@
 // Runs in a worker thread of every host: sends the host's heartbeats and
-// watches everyone else's. On its own thread and its own NATS connection, a
-// garbage collection or a long burst of work on the host's main thread
-// neither delays our beats nor makes us misjudge theirs; SIGSTOP and SIGKILL
-// stop this thread with the rest of the process, which is what must be seen.
+// watches everyone else's. A host that holds sessions beats fast (every
+// intervalMs) and is judged on timeoutMs; a host with none has nobody's
+// session to lose and beats slowly (slowIntervalMs, judged on slowTimeoutMs):
+// it then costs next to nothing. Each beat says which: [1 fast | 0 slow][load].
+// On its own thread and its own NATS connection, a garbage collection or a
+// long burst of work on the host's main thread neither delays our beats nor
+// makes us misjudge theirs; SIGSTOP and SIGKILL stop this thread with the
+// rest of the process, which is what must be seen.
 // Plain JavaScript: it starts without a TypeScript loader.
 import { parentPort, workerData } from 'node:worker_threads';
 import { connect } from '@nats-io/transport-node';
 
-const { servers, hostId, intervalMs, timeoutMs, mainHangMs, ticks } = workerData;
+const { servers, hostId, intervalMs, timeoutMs, slowIntervalMs, slowTimeoutMs, mainHangMs, ticks } =
+  workerData;
 const mainTick = new Int32Array(ticks);
 const prefix = 'ftm.hb.';
 const nc = await connect({
@@ -17,8 +22,12 @@ const nc = await connect({
   maxReconnectAttempts: -1,
 });
 let load = new Uint8Array(0);
+/** Whether this host beats fast (it holds sessions). */
+let fast = false;
 /** host id -> last beat (performance.now()) */
 const lastSeen = new Map();
+/** Hosts whose last beat said they beat slowly. */
+const slow = new Set();
 /** Loads are forwarded to the main thread at most this often per host. */
 const forwardEveryMs = 50;
 const forwardedAt = new Map();
@@ -45,9 +54,11 @@ nc.subscribe(`${prefix}*`, {
     }
     const fresh = !lastSeen.has(id);
     lastSeen.set(id, now);
+    if (msg.data[0] === 1) slow.delete(id);
+    else slow.add(id);
     if (fresh || now - (forwardedAt.get(id) ?? 0) >= forwardEveryMs) {
       forwardedAt.set(id, now);
-      parentPort.postMessage({ type: 'beat', id, load: msg.data });
+      parentPort.postMessage({ type: 'beat', id, load: msg.data.slice(1) });
     }
   },
 });
@@ -64,7 +75,10 @@ const beat = () => {
     lastTickChange = now;
   }
   if (now - lastTickChange > mainHangMs || load.length === 0) return;
-  nc.publish(`${prefix}${hostId}`, load);
+  const frame = new Uint8Array(load.length + 1);
+  frame[0] = fast ? 1 : 0;
+  frame.set(load, 1);
+  nc.publish(`${prefix}${hostId}`, frame);
 };
 
 let lastCheck = performance.now();
@@ -72,17 +86,23 @@ let lastCheck = performance.now();
 let lastEcho = performance.now();
 const check = () => {
   const now = performance.now();
-  const stalled = now - lastCheck > timeoutMs / 2;
+  // Late beyond half a timeout, on top of the period we tick at.
+  const late = (fast ? intervalMs : slowIntervalMs) + timeoutMs / 2;
+  const stalled = now - lastCheck > late;
   lastCheck = now;
   // This thread was held up, or our own beats come back late (the server or the
   // machine is congested): the others' beats may be late for the same reason.
   // Judge nobody until our own beats flow again.
-  if (stalled || now - lastEcho > timeoutMs / 2) {
+  if (stalled || now - lastEcho > late) {
     for (const [id, seen] of lastSeen) lastSeen.set(id, Math.max(seen, now - intervalMs));
     return;
   }
   for (const [id, seen] of lastSeen) {
-    if (now - seen > timeoutMs) {
+    // Only a host that beats fast judges fast: its own checks every few ms
+    // tell it when its thread was held up. A slow one holds no session and
+    // could not tell; it judges everyone on the slow timeout.
+    if (now - seen > (fast && !slow.has(id) ? timeoutMs : slowTimeoutMs)) {
+      slow.delete(id);
       lastSeen.delete(id);
       forwardedAt.delete(id);
       parentPort.postMessage({ type: 'down', id, at: performance.timeOrigin + now });
@@ -90,23 +110,33 @@ const check = () => {
   }
 };
 
-// One timer for both: every wake-up costs CPU on a small machine.
+// One timer for both: every wake-up costs CPU on a small machine (a beat
+// every 5 ms costs a Node process about 10 % of a core here).
+const tick = () => {
+  beat();
+  check();
+};
+let timer = setInterval(tick, slowIntervalMs);
+const setFast = (on) => {
+  if (on === fast) return;
+  fast = on;
+  clearInterval(timer);
+  timer = setInterval(tick, fast ? intervalMs : slowIntervalMs);
+  lastCheck = lastEcho = performance.now();
+  // Say so at once: watchers switch to the timeout that fits.
+  beat();
+};
 beat();
-const timers = [
-  setInterval(() => {
-    beat();
-    check();
-  }, intervalMs),
-];
 await nc.flush();
 
 parentPort.on('message', (m) => {
   if (m.type === 'load') {
     load = m.load;
+    setFast(m.fast);
   } else if (m.type === 'beat-now') {
     beat();
   } else if (m.type === 'stop') {
-    for (const t of timers) clearInterval(t);
+    clearInterval(timer);
     nc.publish(`${prefix}${hostId}`, new Uint8Array(0));
     // close() alone drops what is not yet written: flush the goodbye first.
     nc.flush()

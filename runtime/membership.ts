@@ -25,6 +25,11 @@ export type MembershipOptions = {
   heartbeatTimeoutMs?: number;
   /** Watch the $SYS disconnect advisories imported into the app account (default true). */
   advisories?: boolean;
+  /**
+   * A host without sessions beats this often (default 250 ms) and is down
+   * after 4 periods of silence: it holds nobody's session.
+   */
+  slowHeartbeatIntervalMs?: number;
   /** A main thread that has not run for this long is hung: its heartbeats stop (default 1,000 ms). */
   mainHangMs?: number;
 };
@@ -45,7 +50,8 @@ const namePrefix = 'ftm-host-';
  * is down when the server reports its connection closed (the $SYS
  * DISCONNECT advisory, milliseconds after a crash) or when its heartbeats
  * stop (a hang or a cut-off). Registration is the heartbeat itself: a host
- * that stops beating expires after the timeout.
+ * that stops beating expires after the timeout. Only hosts that hold
+ * sessions beat fast; one with none (a spare, a client) beats every 250 ms.
  *
  * Heartbeats are sent and watched by a worker thread on a connection of its
  * own (liveness-worker.mjs): the main thread's pauses (GC, a burst of
@@ -97,6 +103,8 @@ export class Membership {
         hostId: this.hostId,
         intervalMs: this.interval,
         timeoutMs: this.timeout,
+        slowIntervalMs: this.options.slowHeartbeatIntervalMs ?? 250,
+        slowTimeoutMs: 4 * (this.options.slowHeartbeatIntervalMs ?? 250),
         mainHangMs: this.options.mainHangMs ?? 1_000,
         ticks,
       },
@@ -126,8 +134,11 @@ export class Membership {
     await this.nc.flush();
   }
 
+  /** The load for the beats; a host holding sessions beats fast. */
   private sendLoad(): void {
-    this.worker?.postMessage({ type: 'load', load: this.codec.encode(this.load()) });
+    const load = this.load();
+    const fast = load.primaries + load.standbys > 0;
+    this.worker?.postMessage({ type: 'load', load: this.codec.encode(load), fast });
   }
 
   /** Tells the others at once (a draining host's new load) instead of at the next beat. */

@@ -94,6 +94,8 @@ export class PrimarySession {
   standbyHost = '';
   /** Called once, when a newer epoch shows this copy is no longer the primary. */
   onFenced: ((epoch: number) => void) | undefined;
+  /** Called after each commit: the host's timer then flushes the log and retransmits. */
+  onWork: (() => void) | undefined;
   /** Called with the time of the next reply sent, then cleared: failover timelines use it. */
   onNextReply: ((at: number) => void) | undefined;
   private ackWaiters: { seq: number; resolve: () => void }[] = [];
@@ -104,7 +106,8 @@ export class PrimarySession {
     private readonly codec: ValueCodec,
     readonly actor: ActorDefinition,
     readonly sid: string,
-    init: { state: object; seq: number; epoch: number; meta: MetaSnapshot },
+    /** A promoted replica hands its meta over as it is: no copy on the failover path. */
+    init: { state: object; seq: number; epoch: number; meta: MetaSnapshot | SessionMeta },
     private readonly now: () => number,
     private readonly onError: (err: FtmError) => void,
     readonly log: SessionLog,
@@ -116,7 +119,7 @@ export class PrimarySession {
     this.seq = init.seq;
     this.epoch = init.epoch;
     this.standbyAcked = init.seq;
-    this.meta = new SessionMeta(init.meta);
+    this.meta = init.meta instanceof SessionMeta ? init.meta : new SessionMeta(init.meta);
     this.snapshotEvery = options.snapshotEvery ?? 1000;
     this.snapshotEveryBytes = options.snapshotEveryBytes ?? 4 * 1024 * 1024;
     this.retransmitAfterMs = options.retransmitAfterMs ?? 20;
@@ -130,7 +133,9 @@ export class PrimarySession {
     this.control = this.nc.subscribe(subjects.control(this.sid), {
       callback: (_err, msg) => {
         const req = this.codec.decode(msg.data) as SessionControl;
-        if (req.op === 'snapshot') msg.respond(this.codec.encode(this.snapshot()));
+        // With how far the log reaches: a standby that keeps the frames above it can cover them on promotion.
+        if (req.op === 'snapshot')
+          msg.respond(this.codec.encode({ ...this.snapshot(), logged: this.log.loggedSeq }));
         else
           this.log.flush().then(
             (loggedSeq) => msg.respond(this.codec.encode({ loggedSeq })),
@@ -178,12 +183,13 @@ export class PrimarySession {
     await this.snapshotting?.catch(() => 0);
   }
 
-  /** Called by the log once a batch is stored: durable-mode replies wait for this ack. */
+  /**
+   * Called by the log once a batch is stored. Durable-mode replies wait for
+   * this ack; the standby drops the frames it kept for a promotion up to it.
+   */
   onLogged(seq: number): void {
     if (this.fenced) return;
-    if (this.flags === ConsistencyCode.durable) {
-      this.nc.publish(subjects.ack(this.sid), encodeAck(AckSource.log, this.epoch, seq));
-    }
+    this.nc.publish(subjects.ack(this.sid), encodeAck(AckSource.log, this.epoch, seq));
     if (!this.standbyHost) {
       this.nc.publish(subjects.ack(this.sid), encodeAck(AckSource.standby, this.epoch, seq));
       this.acked(seq);
@@ -406,6 +412,12 @@ export class PrimarySession {
     if (this.unacked.length > 4096) this.unacked.shift();
     this.lastSentAt = this.now();
     this.retransmitBackoff = 1;
+    this.onWork?.();
+  }
+
+  /** Commits the standby has not acknowledged yet (the host's timer keeps running for them). */
+  get hasUnacked(): boolean {
+    return this.unacked.length > 0;
   }
 
   private onAck(bytes: Uint8Array): void {

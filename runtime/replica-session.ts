@@ -12,6 +12,7 @@ import {
   FrameKind,
   decodeFrame,
   encodeAck,
+  peekSequence,
   type CommitFrame,
 } from './wire.ts';
 
@@ -19,17 +20,27 @@ import {
 export interface ReplicaSource {
   /** Asks the primary to flush its log, then reads the logged frames after `seq`. */
   logAfter(seq: number): Promise<Uint8Array[]>;
-  /** The primary's current state. */
-  snapshot(): Promise<{ state: object; seq: number; epoch: number; meta: MetaSnapshot }>;
+  /** The primary's current state, and how far its log reaches. */
+  snapshot(): Promise<ReplicaInit & { logged?: number }>;
   /** Fault injection for tests: true drops the frame as if the network lost it. */
   drop?(seq: number): boolean;
 }
+
+/** The state a replica starts from. */
+export type ReplicaInit = { state: object; seq: number; epoch: number; meta: MetaSnapshot };
+
+/** Most frames a replica keeps for its log hand-over ({@link ReplicaSession.unlogged}). */
+const maxUnloggedFrames = 8192;
+const maxUnloggedBytes = 8 * 1024 * 1024;
 
 /**
  * The hot standby of a session: applies commit frames strictly in seq order,
  * holds back early arrivals, refuses stale epochs and corrupt patches (its
  * state stays as it was), and acknowledges the applied seq on `ftm.s.<sid>.ack`.
- * It also keeps the inputs that no commit has covered yet, for promotion.
+ * It also keeps the inputs that no commit has covered yet, and the commits
+ * the primary's log has not acknowledged yet: on promotion the first are run
+ * again and the second written to the log, so that the log has no hole and
+ * the new primary's replies are released on its first log write.
  */
 export class ReplicaSession {
   readonly role = 'standby' as const;
@@ -39,7 +50,15 @@ export class ReplicaSession {
   /** Dedup table, timers and jobs, kept by applying the same commits as the primary. */
   meta: SessionMeta;
   private readonly runner: TransitionRunner;
-  private readonly early = new Map<number, CommitFrame>();
+  /** Frames that arrived ahead of a gap (or during a sync), as received. */
+  private readonly early = new Map<number, Uint8Array>();
+  /** Applied frames above {@link primaryLogged}, oldest first, as received. */
+  private unloggedFrames: { seq: number; bytes: Uint8Array }[] = [];
+  private unloggedBytes = 0;
+  /** Every applied frame above this seq is in `unloggedFrames` (or logged). */
+  private keptFrom: number;
+  /** The primary's log holds every seq up to this one (its log acks say so). */
+  private primaryLogged: number;
   /** Inputs seen but not yet covered by a commit, in arrival order (bounded). */
   readonly uncovered = new Map<string, Uint8Array>();
   private subs: Subscription[] = [];
@@ -57,7 +76,7 @@ export class ReplicaSession {
     readonly actor: ActorDefinition,
     readonly sid: string,
     /** The state to start from; undefined: fetch it from the primary in start(), streaming meanwhile. */
-    init: { state: object; seq: number; epoch: number; meta: MetaSnapshot } | undefined,
+    init: ReplicaInit | undefined,
     private readonly onError: (err: FtmError) => void,
     private readonly source: ReplicaSource,
     private readonly maxUncovered = 10_000,
@@ -67,6 +86,9 @@ export class ReplicaSession {
     this.seq = init?.seq ?? 0;
     this.epoch = init?.epoch ?? 0;
     this.meta = new SessionMeta(init?.meta);
+    // A new session starts from nothing, a restored one from the log: either
+    // way the log holds everything up to init.seq.
+    this.keptFrom = this.primaryLogged = this.seq;
     this.runner = new TransitionRunner(actor, sid, () => 0);
   }
 
@@ -80,6 +102,7 @@ export class ReplicaSession {
     this.subs.push(
       this.nc.subscribe(subjects.output(this.sid), { callback: (_e, m) => this.onOutput(m.data) }),
       this.nc.subscribe(subjects.input(this.sid), { callback: (_e, m) => this.onInput(m.data) }),
+      this.nc.subscribe(subjects.ack(this.sid), { callback: (_e, m) => this.onAck(m.data) }),
     );
     await this.nc.flush();
     if (this.syncing) {
@@ -94,11 +117,68 @@ export class ReplicaSession {
     this.scheduleAck();
   }
 
-  private install(snap: { state: object; seq: number; epoch: number; meta: MetaSnapshot }): void {
+  private install(snap: ReplicaInit & { logged?: number }): void {
     this.state = freeze(snap.state, true);
     this.seq = snap.seq;
     this.epoch = Math.max(this.epoch, snap.epoch);
     this.meta = new SessionMeta(snap.meta);
+    this.unloggedFrames = [];
+    this.unloggedBytes = 0;
+    this.keptFrom = snap.seq;
+    this.primaryLogged = Math.max(this.primaryLogged, snap.logged ?? 0);
+  }
+
+  /** The primary's log acks: what they cover need not be kept any more. */
+  private onAck(bytes: Uint8Array): void {
+    let f;
+    try {
+      f = decodeFrame(bytes);
+    } catch {
+      return;
+    }
+    if (f.kind !== FrameKind.ack || f.source !== AckSource.log || f.epoch !== this.epoch) return;
+    if (f.seq <= this.primaryLogged) return;
+    this.primaryLogged = f.seq;
+    let n = 0;
+    while (n < this.unloggedFrames.length && this.unloggedFrames[n]!.seq <= f.seq) {
+      this.unloggedBytes -= this.unloggedFrames[n]!.bytes.length;
+      n++;
+    }
+    if (n) this.unloggedFrames.splice(0, n);
+  }
+
+  /** Keeps an applied frame until the primary's log acknowledges it. */
+  private keep(seq: number, bytes: Uint8Array): void {
+    if (seq <= this.primaryLogged) return;
+    // A copy: the received buffer is the client library's.
+    this.unloggedFrames.push({ seq, bytes: bytes.slice() });
+    this.unloggedBytes += bytes.length;
+    // The log is far behind (JetStream stalled): stop keeping the oldest; a
+    // promotion then covers the gap with a snapshot instead.
+    while (
+      this.unloggedFrames.length > maxUnloggedFrames ||
+      this.unloggedBytes > maxUnloggedBytes
+    ) {
+      const dropped = this.unloggedFrames.shift()!;
+      this.unloggedBytes -= dropped.bytes.length;
+      this.keptFrom = dropped.seq;
+    }
+  }
+
+  /**
+   * For promotion: the seq up to which the old primary's log is complete,
+   * and the applied frames above it, which the new primary writes to the log
+   * first. Undefined when frames between the two are missing (the log fell
+   * far behind, or this replica synced from a snapshot the log had not
+   * reached): then only a snapshot can cover the gap.
+   */
+  unlogged(): { logged: number; frames: Uint8Array[] } | undefined {
+    if (this.primaryLogged < this.keptFrom) return undefined;
+    const logged = Math.min(this.primaryLogged, this.seq);
+    return {
+      logged,
+      frames: this.unloggedFrames.filter((f) => f.seq > logged).map((f) => f.bytes),
+    };
   }
 
   private onInput(bytes: Uint8Array): void {
@@ -133,7 +213,7 @@ export class ReplicaSession {
     }
     if (f.kind !== FrameKind.commit || f.flags & CommitFlag.duplicate) return;
     if (this.syncing) {
-      this.early.set(f.seq, { ...f, patches: f.patches.slice(), reply: f.reply.slice() });
+      this.early.set(f.seq, bytes.slice());
       return;
     }
     if (f.epoch < this.epoch) {
@@ -148,20 +228,21 @@ export class ReplicaSession {
     if (this.source.drop?.(f.seq)) return;
     if (f.seq > this.seq + 1) {
       // Held back until the gap before it is filled from the log.
-      this.early.set(f.seq, { ...f, patches: f.patches.slice(), reply: f.reply.slice() });
+      this.early.set(f.seq, bytes.slice());
       this.repair('gap');
       return;
     }
-    if (!this.apply(f)) return this.repair('corrupt');
+    if (!this.apply(f, bytes)) return this.repair('corrupt');
     this.drainEarly();
   }
 
   private drainEarly(): void {
-    for (const [seq, f] of this.early)
-      if (seq <= this.seq || f.epoch < this.epoch) this.early.delete(seq);
+    for (const [seq, bytes] of this.early)
+      if (seq <= this.seq || peekSequence(bytes).epoch < this.epoch) this.early.delete(seq);
     for (let next = this.early.get(this.seq + 1); next; next = this.early.get(this.seq + 1)) {
-      this.early.delete(next.seq);
-      if (!this.apply(next)) return;
+      this.early.delete(this.seq + 1);
+      const f = decodeFrame(next) as CommitFrame;
+      if (!this.apply(f, next)) return;
     }
   }
 
@@ -177,7 +258,8 @@ export class ReplicaSession {
         if (reason === 'gap') {
           for (const bytes of await this.source.logAfter(this.seq)) {
             const f = decodeFrame(bytes);
-            if (f.kind === FrameKind.commit && f.seq === this.seq + 1 && !this.apply(f)) break;
+            if (f.kind === FrameKind.commit && f.seq === this.seq + 1 && !this.apply(f, bytes))
+              break;
           }
           this.drainEarly();
         }
@@ -201,7 +283,8 @@ export class ReplicaSession {
     })();
   }
 
-  private apply(f: CommitFrame): boolean {
+  /** Applies a decoded frame; `bytes` is the frame as received, kept until logged. */
+  private apply(f: CommitFrame, bytes: Uint8Array): boolean {
     if (this.stopped) return false;
     let effects;
     try {
@@ -220,6 +303,7 @@ export class ReplicaSession {
     this.seq = f.seq;
     this.epoch = f.epoch;
     this.meta.recordFrame(f, effects);
+    this.keep(f.seq, bytes);
     this.uncovered.delete(f.requestId);
     this.scheduleAck();
     return true;

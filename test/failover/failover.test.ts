@@ -14,6 +14,13 @@ describe('failover: hosts as processes, killed and stopped on purpose', function
   const procs = useProcessesPerTest();
 
   const startHosts = (...ids: string[]) => startHostProcesses(procs, nats.url, ids, client);
+  /**
+   * A wider heartbeat timeout than the default 25 ms: this shared machine
+   * sometimes holds a process for 30 ms, and a false detection right after
+   * the session opens would move the standby before the fault is injected.
+   */
+  const startHostsForHang = (...ids: string[]) =>
+    startHostProcesses(procs, nats.url, ids, client, ['--heartbeat-timeout', '100']);
   /** True once `hostId` no longer serves `sid` as primary (it may hold it as a standby again). */
   const notPrimary = (hostId: string, sid: string) =>
     client.inspect(hostId, sid).then(
@@ -77,7 +84,7 @@ describe('failover: hosts as processes, killed and stopped on purpose', function
   });
 
   it('SIGSTOP of the primary (a hang): heartbeats catch it; after SIGCONT its late output is dropped and it stops serving', async () => {
-    await startHosts('s1', 's2', 's3');
+    await startHostsForHang('s1', 's2', 's3');
     await client.placeSession('counter', 'hang', { primary: 's1', standby: 's2' });
     const s1 = procs.get('s1')!;
     let stopped = false;

@@ -1,5 +1,6 @@
 import { strict as assert } from 'node:assert';
-import { createHost, type Host, type HostOptions } from '../../runtime/index.ts';
+import { connectNats, createHost, type Host, type HostOptions } from '../../runtime/index.ts';
+import { connectionName } from '../../runtime/membership.ts';
 import { exampleActors } from '../../actors/index.ts';
 import { useNatsServer } from '../helpers/nats.ts';
 import { until } from '../helpers/until.ts';
@@ -98,6 +99,35 @@ describe('ownership races and planned handoff (hosts in this process)', function
     // Reported, not asserted (a shared machine): the handoff time and the longest reply gap.
     console.log(
       `      handoff ms: ${report.handoffMs.map((m) => m.toFixed(2)).join(' ')}; longest reply gap per session ms: ${gaps.map((g) => g.toFixed(1)).join(' ')}`,
+    );
+  });
+
+  it('a promoted standby writes to the log first what the old primary never logged: the log has no hole', async () => {
+    // The primary's own connection, so that the test can drop it the way a crash does:
+    // no goodbye, no last flush. Its log flushes only every hour: it logs nothing.
+    const ncA = await connectNats(nats.url, { name: connectionName('lg-a') });
+    const a = await host('lg-a', { nats: ncA, logFlushIntervalMs: 3_600_000 });
+    const b = await host('lg-b');
+    const client = await host('lg-client', { capacity: 0 });
+    await a.openSession('counter', 'lg', { standby: 'lg-b' });
+    // Released on the standby's ack alone (standby mode).
+    for (let i = 1; i <= 20; i++) assert.equal(await client.request('lg', 'add', 1), i);
+    assert.equal(
+      (await a.readDurable('counter', 'lg')).logged,
+      0,
+      'the old primary logged nothing',
+    );
+
+    await ncA.close(); // the server's disconnect advisory tells lg-b
+    await until(() => b.info('lg')?.role === 'primary', { message: 'lg-b promoted' });
+    // No standby left: the log stands in, so this reply waits for the log's ack.
+    assert.equal(await client.request('lg', 'add', 1), 21);
+
+    // The log alone (no snapshot was written) now holds every commit, the old primary's first.
+    const durable = await b.readDurable('counter', 'lg');
+    assert.deepEqual(
+      [durable.seq, durable.logged, (durable.state as { value: number }).value],
+      [21, 21, 21],
     );
   });
 

@@ -245,9 +245,14 @@ export async function startHostProcesses(
   natsUrl: string,
   ids: readonly string[],
   observer: { liveHosts(): string[] },
+  /** More `ftmesh host` options, e.g. `['--heartbeat-timeout', '100']`. */
+  extraArgs: readonly string[] = [],
 ): Promise<void> {
   for (const id of ids)
-    procs.set(id, spawnNode('cli/ftmesh.ts', ['host', '--nats', natsUrl, '--id', id]));
+    procs.set(
+      id,
+      spawnNode('cli/ftmesh.ts', ['host', '--nats', natsUrl, '--id', id, ...extraArgs]),
+    );
   await Promise.all(
     ids.map((id) => procs.get(id)!.waitForLine(new RegExp(`^ready ${id}`), 20_000)),
   );

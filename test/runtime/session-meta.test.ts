@@ -128,11 +128,13 @@ describe('the replicated session meta: timers, dedup table, lost last commit', f
 
     const c = await host('rt-c');
     await host('rt-d');
-    await c.restoreSession('ticker', 'rt', { standby: 'rt-d' });
+    // Read without serving: once served, a timer already due fires at once.
+    const durable = await c.readDurable('ticker', 'rt');
     assert.deepEqual(
-      c.meta('rt').timers.map(([key]) => key),
+      durable.meta.timers.map(([key]) => key),
       ['tick'],
     );
+    await c.restoreSession('ticker', 'rt', { standby: 'rt-d' });
     await until(() => (c.state('rt') as Ticks).ticks.length === 1, { timeoutMs: 5_000 });
     assert.deepEqual(c.meta('rt').timers, []);
   });
