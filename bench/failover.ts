@@ -53,6 +53,12 @@ export type PhaseReport = {
   spurious_failovers: number;
   /** How the new primary learnt of the fault, per failover. */
   causes: Record<string, number>;
+  /**
+   * SIGKILL → the killed process is reaped (its 'exit' here): only then has
+   * the kernel closed its sockets, so no detector can see a crash sooner.
+   * No sample for a hang.
+   */
+  kill_to_exit_ms: Stats;
   kill_to_detect_ms: Stats;
   kill_to_promote_ms: Stats;
   kill_to_replayed_ms: Stats;
@@ -141,7 +147,8 @@ type HostProcess = {
   id: string;
   child: ChildProcess;
   pid: number;
-  exited: Promise<void>;
+  /** Resolves with the time the process was reaped. */
+  exited: Promise<number>;
   stderr: string[];
 };
 
@@ -201,7 +208,7 @@ class HostProcesses {
       for (const line of chunk.split('\n')) if (line.trim()) stderr.push(line);
       if (stderr.length > 1_000) stderr.splice(0, stderr.length - 1_000);
     });
-    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+    const exited = new Promise<number>((resolve) => child.once('exit', () => resolve(now())));
     const p: HostProcess = { id, child, pid: child.pid, exited, stderr };
     this.byId.set(id, p);
     void exited.then(() => {
@@ -374,7 +381,13 @@ function exactlyOnce(
 // ---- one round, one phase ---------------------------------------------------------------------
 
 /** One fault as measured: the new primary's record, and what the client saw. */
-type Sample = FailoverRecord & { killAt: number; clientAt: number | undefined; gap: number };
+type Sample = FailoverRecord & {
+  killAt: number;
+  /** The killed process was reaped (crashes only). */
+  exitAt: number | undefined;
+  clientAt: number | undefined;
+  gap: number;
+};
 
 /** What one round (its own server, host processes and session) measured. */
 type Round = {
@@ -441,7 +454,12 @@ async function round(kind: 'crash' | 'hang', faults: number, tag: string): Promi
     const requests = (stream = new RequestStream(c, SID, RATE_PER_S));
     requests.start();
     await sleep(WARM_MS);
-    const done: { killAt: number; gapUntil: number; rec: FailoverRecord | undefined }[] = [];
+    const done: {
+      killAt: number;
+      exitAt: number | undefined;
+      gapUntil: number;
+      rec: FailoverRecord | undefined;
+    }[] = [];
     // Epoch changes no fault of ours caused: a live host taken for dead.
     let spurious = 0;
     let epoch = 1; // placeSession opens epoch 1
@@ -507,8 +525,9 @@ async function round(kind: 'crash' | 'hang', faults: number, tag: string): Promi
       }
       // A hung process stays stopped until measured, then goes for good.
       await procs.kill(victim);
+      const exitAt = kind === 'crash' ? await victim.exited : undefined;
       const gapUntil = Math.max(killAt + GAP_WINDOW_MS, (rec?.reprotectedAt ?? 0) + 50);
-      done.push({ killAt, gapUntil, rec });
+      done.push({ killAt, exitAt, gapUntil, rec });
       if (!owner) {
         stuck = true;
         break;
@@ -576,7 +595,7 @@ async function round(kind: 'crash' | 'hang', faults: number, tag: string): Promi
         note(
           `fault ${k + 1}: detected ${(f.killAt - f.rec.detectedAt).toFixed(3)} ms before the kill`,
         );
-      samples.push({ ...f.rec, killAt: f.killAt, clientAt: arrivals[j], gap });
+      samples.push({ ...f.rec, killAt: f.killAt, exitAt: f.exitAt, clientAt: arrivals[j], gap });
     }
     const { lost, duplicated } = exactlyOnce(requests.replies, requests.count);
     return {
@@ -668,6 +687,7 @@ async function phase(
     failovers: complete.length,
     spurious_failovers: sum((r) => r.spurious),
     causes,
+    kill_to_exit_ms: since((r) => r.exitAt),
     kill_to_detect_ms: since((r) => r.detectedAt),
     kill_to_promote_ms: since((r) => r.promotedAt),
     kill_to_replayed_ms: since((r) => r.replayedAt),
@@ -756,6 +776,7 @@ export function formatFailoverReport(r: FailoverReport, quick: boolean): string 
       'max',
       'target (p50 / p99 crash; p99 hang)',
     ],
+    row('process gone (reaped: sockets closed)', c.kill_to_exit_ms, h.kill_to_exit_ms),
     row('detected', c.kill_to_detect_ms, h.kill_to_detect_ms),
     row('promoted (CAS won)', c.kill_to_promote_ms, h.kill_to_promote_ms),
     row(

@@ -173,9 +173,14 @@ export interface Host {
   [Symbol.asyncDispose](): Promise<void>;
 }
 
+/**
+ * `after`: the ownership record's revision as the primary saw it when it
+ * asked. A change at or before it is older than the attach: it must not
+ * detach the new standby (see the ownership watch).
+ */
 type ControlRequest =
-  | ({ op: 'attach'; sid: string } & SessionSnapshot)
-  | { op: 'sync'; sid: string; actor: string }
+  | ({ op: 'attach'; sid: string; after: number } & SessionSnapshot)
+  | { op: 'sync'; sid: string; actor: string; after: number }
   | {
       op: 'open';
       actor: string;
@@ -286,7 +291,14 @@ export async function createHost(options: HostOptions): Promise<Host> {
       await control(sid, { op: 'flush' });
       return log.read(sid, seq);
     },
-    snapshot: () => control(sid, { op: 'snapshot' }),
+    async snapshot() {
+      const answer = await control(sid, { op: 'snapshot' });
+      if (answer.stored === undefined) return answer;
+      // Above max_payload: the primary wrote it to the snapshot store instead.
+      const stored = await snapshots.get(sid);
+      if (!stored) throw new FtmError(`${sid}: the primary's stored snapshot is gone`);
+      return { ...(codec.decode(stored) as SessionSnapshot), logged: answer.logged };
+    },
     ...(options.dropAtStandby ? { drop: (seq: number) => options.dropAtStandby!(sid, seq) } : {}),
   });
   const startPrimary = (
@@ -350,10 +362,14 @@ export async function createHost(options: HostOptions): Promise<Host> {
     sid: string,
     init: SessionSnapshot | undefined,
   ) => {
-    await request(
-      standby,
-      init ? { op: 'attach', sid, ...init } : { op: 'sync', sid, actor: actor.name },
-    );
+    const after = ownership.view.get(sid)?.revision ?? 0;
+    const sync: ControlRequest = { op: 'sync', sid, actor: actor.name, after };
+    if (!init) return void (await request(standby, sync));
+    const attach: ControlRequest = { op: 'attach', sid, ...init, after };
+    // A state too big for one NATS message (a restored session): the standby
+    // fetches it instead, through the snapshot store (the primary listens already).
+    const fits = codec.encode(attach).length <= (nc.info?.max_payload ?? 1024 * 1024) - 1024;
+    await request(standby, fits ? attach : sync);
   };
 
   const primaryOf = (sid: string): PrimarySession => {
@@ -492,9 +508,11 @@ export async function createHost(options: HostOptions): Promise<Host> {
     wanted?: string,
     /** `wanted` is a hint: when it refuses, try the others instead of failing. */
     hint = false,
+    /** Stop trying when this turns true (the primary was fenced meanwhile). */
+    stop: () => boolean = () => false,
   ): Promise<string | undefined> => {
     const tried = new Set(exclude);
-    for (let attempt = 0; attempt < 4; attempt++) {
+    for (let attempt = 0; attempt < 4 && !stop(); attempt++) {
       const standby = attempt === 0 && wanted ? wanted : pickStandby(tried);
       if (!standby) return undefined;
       try {
@@ -519,7 +537,15 @@ export async function createHost(options: HostOptions): Promise<Host> {
     exclude: Iterable<string>,
   ): Promise<string | undefined> => {
     const old = primary.standbyHost;
-    const standby = await attachSomewhere(primary.actor, primary.sid, undefined, [...exclude]);
+    const standby = await attachSomewhere(
+      primary.actor,
+      primary.sid,
+      undefined,
+      [...exclude],
+      undefined,
+      false,
+      () => primary.isFenced,
+    );
     // The record changes first: only a standby the record names may release replies.
     const recorded = await updateRecord(primary.sid, (r) =>
       r.primary === hostId && r.epoch === primary.epoch && r.standby === old
@@ -802,16 +828,23 @@ export async function createHost(options: HostOptions): Promise<Host> {
         if (record.standby === hostId && mine?.role === 'standby') {
           void (async () => {
             // A CAS that times out (JetStream electing) is tried again; a lost one is final.
-            for (let attempt = 0; attempt < 8 && !closed; attempt++) {
+            // So is a session still busy here with an earlier change (this host's
+            // re-protection of it, from when it was primary): once that ends, promote.
+            for (let attempt = 0, waits = 0; attempt < 8 && !closed;) {
               try {
-                await promote(sid, _cause, at, dead);
-                return;
+                if (await promote(sid, _cause, at, dead)) return;
+                const now = ownership.view.get(sid)?.record;
+                if (!busy.has(sid) || now?.primary !== dead || now.standby !== hostId) return;
+                if (++waits > 300) return; // 30 s
+                await new Promise((r) => setTimeout(r, 100).unref());
+                continue;
               } catch (err) {
                 onError(
                   new FtmError(`${sid}: promotion failed, attempt ${attempt + 1}`, { cause: err }),
                 );
               }
               await new Promise((r) => setTimeout(r, Math.min(50 * 2 ** attempt, 2_000)).unref());
+              attempt++;
             }
           })();
         } else {
@@ -842,14 +875,17 @@ export async function createHost(options: HostOptions): Promise<Host> {
     // A newer epoch elsewhere: this copy is no longer the primary.
     if (s?.role === 'primary' && owned && owned.record.epoch > s.epoch) s.fence(owned.record.epoch);
     // Replaced as the standby (the primary took us for gone): stop acknowledging at
-    // once, so that only the standby the record names releases replies.
+    // once, so that only the standby the record names releases replies. Unless
+    // the change is older than our attach: the primary may have attached us
+    // again before this watch delivered its earlier removal of us.
     const r = owned?.record;
     if (
       s?.role === 'standby' &&
       previous?.record.standby === hostId &&
       r?.standby !== hostId &&
       r?.primary !== hostId &&
-      !busy.has(sid)
+      !busy.has(sid) &&
+      (owned?.revision ?? Infinity) > s.attachedAfter
     ) {
       s.close();
       sessions.delete(sid);
@@ -880,6 +916,7 @@ export async function createHost(options: HostOptions): Promise<Host> {
           onError,
           replicaSource(req.sid),
         );
+        replica.attachedAfter = req.after ?? 0;
         sessions.set(req.sid, replica);
         try {
           await replica.start();

@@ -28,9 +28,15 @@ let fast = false;
 const lastSeen = new Map();
 /** Hosts whose last beat said they beat slowly. */
 const slow = new Set();
-/** Loads are forwarded to the main thread at most this often per host. */
+/**
+ * Beats are forwarded to the main thread at most every forwardEveryMs per
+ * host (it learns that the host lives), and at once when a host's load
+ * changed: placement needs the change now, not at the next forward.
+ */
 const forwardEveryMs = 50;
-const forwardedAt = new Map();
+/** host id -> { at, load } of the last beat forwarded */
+const forwarded = new Map();
+const sameBytes = (a, b) => a.length === b.length && a.every((x, i) => x === b[i]);
 
 nc.subscribe(`${prefix}*`, {
   callback: (_err, msg) => {
@@ -43,7 +49,7 @@ nc.subscribe(`${prefix}*`, {
     // An empty beat is a goodbye: the host is leaving (closing) and says so.
     if (msg.data.length === 0) {
       lastSeen.delete(id);
-      forwardedAt.delete(id);
+      forwarded.delete(id);
       parentPort.postMessage({
         type: 'down',
         id,
@@ -56,9 +62,12 @@ nc.subscribe(`${prefix}*`, {
     lastSeen.set(id, now);
     if (msg.data[0] === 1) slow.delete(id);
     else slow.add(id);
-    if (fresh || now - (forwardedAt.get(id) ?? 0) >= forwardEveryMs) {
-      forwardedAt.set(id, now);
-      parentPort.postMessage({ type: 'beat', id, load: msg.data.slice(1) });
+    const theirs = msg.data.subarray(1);
+    const last = forwarded.get(id);
+    if (fresh || !last || now - last.at >= forwardEveryMs || !sameBytes(last.load, theirs)) {
+      const copy = theirs.slice();
+      forwarded.set(id, { at: now, load: copy });
+      parentPort.postMessage({ type: 'beat', id, load: copy });
     }
   },
 });
@@ -104,7 +113,7 @@ const check = () => {
     if (now - seen > (fast && !slow.has(id) ? timeoutMs : slowTimeoutMs)) {
       slow.delete(id);
       lastSeen.delete(id);
-      forwardedAt.delete(id);
+      forwarded.delete(id);
       parentPort.postMessage({ type: 'down', id, at: performance.timeOrigin + now });
     }
   }

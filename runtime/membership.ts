@@ -34,12 +34,21 @@ export type MembershipOptions = {
   mainHangMs?: number;
 };
 
-type Peer = { load: HostLoad };
+/**
+ * A live peer: its load as it last reported it, and the times this host
+ * picked it since (placements its reports may not show yet).
+ */
+type Peer = { load: HostLoad; picked: number[] };
+
+/** A pick not reflected in a report after this long is forgotten (its placement failed). */
+const pickedForgetMs = 1_000;
 
 type FromWorker =
   | { type: 'ready' | 'stopped' }
   | { type: 'beat'; id: string; load: Uint8Array }
   | { type: 'down'; id: string; at: number; cause?: 'leave' };
+
+const count = (load: HostLoad) => load.primaries + load.standbys;
 
 /** The NATS connection name of a host: the advisories name the client, this maps it back. */
 export const connectionName = (hostId: string) => `ftm-host-${hostId}`;
@@ -122,7 +131,13 @@ export class Membership {
           } catch {
             return; // not an ftmesh host's beat: ignore it
           }
-          this.peers.set(m.id, { load: peerLoad });
+          // A report whose count grew shows that many of our picks; an
+          // unchanged one (sent before our placement landed) shows none.
+          const before = this.peers.get(m.id);
+          const picked = before?.picked ?? [];
+          const grew = before ? count(peerLoad) - count(before.load) : 0;
+          if (grew > 0) picked.splice(0, grew);
+          this.peers.set(m.id, { load: peerLoad, picked });
           this.down.delete(m.id);
         } else if (m.type === 'down') this.markDown(m.id, m.cause ?? 'heartbeat', m.at);
       });
@@ -167,22 +182,25 @@ export class Membership {
    * everywhere. Undefined when no host has room.
    */
   pick(exclude: ReadonlySet<string>, self?: HostLoad): string | undefined {
-    const candidates: [string, HostLoad][] = [...this.peers].map(([id, p]) => [id, p.load]);
-    if (self) candidates.push([this.hostId, self]);
+    const now = performance.now();
+    const candidates: [string, HostLoad, number][] = [...this.peers].map(([id, p]) => {
+      while (p.picked.length && now - p.picked[0]! > pickedForgetMs) p.picked.shift();
+      return [id, p.load, p.picked.length];
+    });
+    if (self) candidates.push([this.hostId, self, 0]);
     let best: string | undefined;
     let bestRoom = 0;
-    for (const [id, load] of candidates) {
+    for (const [id, load, picked] of candidates) {
       if (exclude.has(id) || load.draining) continue;
-      const room = load.capacity - load.primaries - load.standbys;
+      const room = load.capacity - count(load) - picked;
       if (room <= 0) continue;
       if (best === undefined || room > bestRoom || (room === bestRoom && id < best)) {
         best = id;
         bestRoom = room;
       }
     }
-    // Count the choice at once: the next pick, before the next heartbeat, spreads further.
-    const peer = best === undefined ? undefined : this.peers.get(best);
-    if (peer) peer.load = { ...peer.load, standbys: peer.load.standbys + 1 };
+    // Count the choice at once: the next pick, before the host reports it, spreads further.
+    if (best !== undefined) this.peers.get(best)?.picked.push(now);
     return best;
   }
 

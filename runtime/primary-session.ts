@@ -133,14 +133,23 @@ export class PrimarySession {
     this.control = this.nc.subscribe(subjects.control(this.sid), {
       callback: (_err, msg) => {
         const req = this.codec.decode(msg.data) as SessionControl;
-        // With how far the log reaches: a standby that keeps the frames above it can cover them on promotion.
-        if (req.op === 'snapshot')
-          msg.respond(this.codec.encode({ ...this.snapshot(), logged: this.log.loggedSeq }));
-        else
-          this.log.flush().then(
-            (loggedSeq) => msg.respond(this.codec.encode({ loggedSeq })),
-            (err: unknown) => msg.respond(this.codec.encode({ error: errorToWire(err) })),
+        const fail = (err: unknown) => msg.respond(this.codec.encode({ error: errorToWire(err) }));
+        if (req.op === 'snapshot') {
+          // With how far the log reaches: a standby that keeps the frames above
+          // it can cover them on promotion.
+          const bytes = this.codec.encode({ ...this.snapshot(), logged: this.log.loggedSeq });
+          if (bytes.length <= (this.nc.info?.max_payload ?? 1024 * 1024) - 1024) {
+            msg.respond(bytes);
+            return;
+          }
+          // Too big for one NATS message (a large state, a dedup table full of
+          // large replies): it goes through the snapshot store, which chunks it.
+          this.snapshotNow().then(
+            (seq) => msg.respond(this.codec.encode({ stored: seq, logged: seq })),
+            fail,
           );
+        } else
+          this.log.flush().then((loggedSeq) => msg.respond(this.codec.encode({ loggedSeq })), fail);
       },
     });
   }

@@ -44,6 +44,8 @@ const maxUnloggedBytes = 8 * 1024 * 1024;
  */
 export class ReplicaSession {
   readonly role = 'standby' as const;
+  /** The ownership record's revision its primary had seen when it attached this copy. */
+  attachedAfter = 0;
   state: object;
   seq: number;
   epoch: number;

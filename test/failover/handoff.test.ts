@@ -1,5 +1,11 @@
 import { strict as assert } from 'node:assert';
-import { connectNats, createHost, type Host, type HostOptions } from '../../runtime/index.ts';
+import {
+  connectNats,
+  createHost,
+  defineActor,
+  type Host,
+  type HostOptions,
+} from '../../runtime/index.ts';
 import { connectionName } from '../../runtime/membership.ts';
 import { exampleActors } from '../../actors/index.ts';
 import { useNatsServer } from '../helpers/nats.ts';
@@ -131,6 +137,40 @@ describe('ownership races and planned handoff (hosts in this process)', function
     );
   });
 
+  it('a state too big for one NATS message still gets a new standby, and a cold restore of it one too', async () => {
+    // 24 commits of 100 KiB: each frame fits a NATS message, the 2.4 MiB state does not.
+    const blob = defineActor({
+      name: 'blob',
+      initialState: { parts: [] as string[] },
+      handlers: {
+        put: (state, n: number) => void state.parts.push(String(n % 10).repeat(100 * 1024)),
+        size: (state) => state.parts.length,
+      },
+    });
+    const a = await host('big-a', { actors: [blob] });
+    const b = await host('big-b', { actors: [blob] });
+    await a.openSession('blob', 'big', { standby: 'big-b' });
+    for (let i = 0; i < 24; i++) await a.request('big', 'put', i);
+    const c = await host('big-c', { actors: [blob] });
+    await until(() => a.liveHosts().includes('big-c'));
+    await b.close(); // its goodbye: big-a re-protects on big-c, which syncs the 2.4 MiB state
+    await until(() => a.owner('big')?.standby === 'big-c', { message: 're-protected on big-c' });
+    await until(() => c.info('big')?.seq === 24, { message: 'big-c holds the state' });
+    assert.equal(c.hash('big'), a.hash('big'));
+
+    // Both copies gone: big-d restores and attaches big-e, which again cannot take
+    // the state in one message.
+    const manual = { actors: [blob], failover: false };
+    await a.close();
+    await c.close();
+    const d = await host('big-d', manual);
+    const e = await host('big-e', manual);
+    await d.restoreSession('blob', 'big', { standby: 'big-e' });
+    assert.equal(await d.request('big', 'size'), 24);
+    await until(() => e.info('big')?.seq === d.info('big')?.seq, { message: 'big-e in step' });
+    assert.equal(e.hash('big'), d.hash('big'));
+  });
+
   it('placement spreads primaries and standbys within capacities, and a new host takes a share', async () => {
     const client = await host('pl-client', { capacity: 0 });
     const ids = ['pl-1', 'pl-2', 'pl-3'];
@@ -141,7 +181,7 @@ describe('ownership races and planned handoff (hosts in this process)', function
     const load = new Map<string, number>();
     for (const r of placed) {
       assert.notEqual(r.primary, r.standby, 'never its own standby');
-      assert.ok(r.standby, 'every session has a standby');
+      assert.ok(r.standby, `every session has a standby: ${JSON.stringify(placed)}`);
       for (const h of [r.primary, r.standby]) load.set(h, (load.get(h) ?? 0) + 1);
     }
     // 6 sessions x 2 copies over 3 hosts of capacity 4: 4 each, nobody over.
