@@ -451,7 +451,18 @@ export async function createHost(options: HostOptions): Promise<Host> {
   let draining = false;
   const history: FailoverRecord[] = [];
   /** Sessions being promoted, restored or re-protected here: one change at a time per session. */
-  const busy = new Set<string>();
+  const busy = new Map<string, object>();
+  /** Marks `sid` busy with a change concerning `by` (the session object it works on). */
+  const claim = (sid: string, by: object) => busy.set(sid, by);
+  /** Ends the change `by` made; a later change of the same session keeps its mark. */
+  const release = (sid: string, by: object) => {
+    if (busy.get(sid) === by) busy.delete(sid);
+  };
+  /** A change of a primary copy fenced since (its re-protection, say) no longer counts. */
+  const isBusy = (sid: string) => {
+    const by = busy.get(sid);
+    return by !== undefined && !(by instanceof PrimarySession && by.isFenced);
+  };
   const load = (): HostLoad => {
     let primaries = 0;
     for (const s of sessions.values()) if (s.role === 'primary') primaries++;
@@ -569,11 +580,11 @@ export async function createHost(options: HostOptions): Promise<Host> {
     if (now - lastHeal < 500 || closed || draining || options.failover === false) return;
     lastHeal = now;
     for (const s of sessions.values()) {
-      if (s.role !== 'primary' || s.standbyHost || s.isFenced || busy.has(s.sid)) continue;
-      busy.add(s.sid);
+      if (s.role !== 'primary' || s.standbyHost || s.isFenced || isBusy(s.sid)) continue;
+      claim(s.sid, s);
       void protect(s, [])
         .catch((err: unknown) => onError(new FtmError(`${s.sid}: re-protection`, { cause: err })))
-        .finally(() => busy.delete(s.sid));
+        .finally(() => release(s.sid, s));
     }
   };
 
@@ -586,6 +597,10 @@ export async function createHost(options: HostOptions): Promise<Host> {
    */
   const unprotect = async (primary: PrimarySession): Promise<boolean> => {
     const standby = primary.standbyHost;
+    // A standby the record stops naming drops its copy: what it acknowledged
+    // (released to clients) must be in the log first, or a crash of this
+    // host right after would lose it.
+    await primary.log.flush();
     const done = await updateRecord(primary.sid, (r) =>
       r.primary === hostId && r.epoch === primary.epoch && r.standby === standby
         ? { ...r, standby: '' }
@@ -637,8 +652,8 @@ export async function createHost(options: HostOptions): Promise<Host> {
     from: string,
   ): Promise<FailoverRecord | undefined> => {
     const replica = sessions.get(sid);
-    if (replica?.role !== 'standby' || busy.has(sid)) return undefined;
-    busy.add(sid);
+    if (replica?.role !== 'standby' || isBusy(sid)) return undefined;
+    claim(sid, replica);
     let record: OwnerRecord | undefined;
     try {
       record = await updateRecord(sid, (r) =>
@@ -647,10 +662,10 @@ export async function createHost(options: HostOptions): Promise<Host> {
           : undefined,
       );
     } finally {
-      if (!record) busy.delete(sid);
+      if (!record) release(sid, replica);
     }
     if (!record || sessions.get(sid) !== replica) {
-      busy.delete(sid);
+      release(sid, replica);
       return undefined;
     }
     const epoch = record.epoch;
@@ -685,6 +700,8 @@ export async function createHost(options: HostOptions): Promise<Host> {
       handover.to ? handover.to.onInput(bytes) : queued.push(bytes),
     );
     const primary = startPrimary(replica.actor, sid, init);
+    // From here the change concerns the new primary: fenced, it no longer holds the session up.
+    claim(sid, primary);
     // No standby yet: the log stands in for it (replies wait for the log's
     // ack), and the log must have no hole. The old primary may not have
     // logged its last frames: the replica kept them, and they go first.
@@ -712,7 +729,7 @@ export async function createHost(options: HostOptions): Promise<Host> {
         if (standby) rec.reprotectedAt = preciseNow();
       })
       .catch((err: unknown) => onError(new FtmError(`${sid}: re-protection`, { cause: err })))
-      .finally(() => busy.delete(sid));
+      .finally(() => release(sid, primary));
     return rec;
   };
 
@@ -724,7 +741,7 @@ export async function createHost(options: HostOptions): Promise<Host> {
    * trigger one.
    */
   const restoreIfChosen = (sid: string, record: OwnerRecord, detectedAt: number) => {
-    if (!actors.has(record.actor) || capacity === 0 || draining || busy.has(sid)) return;
+    if (!actors.has(record.actor) || capacity === 0 || draining || isBusy(sid)) return;
     const gone = (id: string) => {
       const how = membership.down.get(id);
       return how === 'advisory' || how === 'leave';
@@ -760,8 +777,9 @@ export async function createHost(options: HostOptions): Promise<Host> {
     detectedAt: number,
     standbyWanted?: string,
   ): Promise<FailoverRecord | undefined> => {
-    if (busy.has(sid)) return undefined;
-    busy.add(sid);
+    if (isBusy(sid)) return undefined;
+    const mark = {};
+    claim(sid, mark);
     try {
       const before = ownership.view.get(sid)?.record ?? (await ownership.get(sid))?.record;
       const durable = await readDurable(actorName, sid);
@@ -815,7 +833,7 @@ export async function createHost(options: HostOptions): Promise<Host> {
       await nc.flush();
       return rec;
     } finally {
-      busy.delete(sid);
+      release(sid, mark);
     }
   };
 
@@ -834,7 +852,7 @@ export async function createHost(options: HostOptions): Promise<Host> {
               try {
                 if (await promote(sid, _cause, at, dead)) return;
                 const now = ownership.view.get(sid)?.record;
-                if (!busy.has(sid) || now?.primary !== dead || now.standby !== hostId) return;
+                if (!isBusy(sid) || now?.primary !== dead || now.standby !== hostId) return;
                 if (++waits > 300) return; // 30 s
                 await new Promise((r) => setTimeout(r, 100).unref());
                 continue;
@@ -851,14 +869,14 @@ export async function createHost(options: HostOptions): Promise<Host> {
           restoreIfChosen(sid, record, at);
         }
       } else if (record.standby === dead) {
-        if (record.primary === hostId && mine?.role === 'primary' && !busy.has(sid)) {
-          busy.add(sid);
+        if (record.primary === hostId && mine?.role === 'primary' && !isBusy(sid)) {
+          claim(sid, mine);
           void unprotect(mine)
             .then((ok) => (ok ? protect(mine, [dead]) : undefined))
             .catch((err: unknown) =>
               onError(new FtmError(`${sid}: re-protection failed`, { cause: err })),
             )
-            .finally(() => busy.delete(sid));
+            .finally(() => release(sid, mine));
         } else {
           restoreIfChosen(sid, record, at);
         }
@@ -884,7 +902,7 @@ export async function createHost(options: HostOptions): Promise<Host> {
       previous?.record.standby === hostId &&
       r?.standby !== hostId &&
       r?.primary !== hostId &&
-      !busy.has(sid) &&
+      !isBusy(sid) &&
       (owned?.revision ?? Infinity) > s.attachedAfter
     ) {
       s.close();
