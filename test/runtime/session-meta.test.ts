@@ -20,7 +20,9 @@ const ticker = defineActor<Ticks>({
       if (s.ticks.length < s.target) ctx.setTimer('tick', every, 'tick', every);
     },
     armDoomed(_s, _p, ctx) {
-      ctx.setTimer('doomed', 30, 'doomed');
+      // Long enough that the clearing request, sent once this reply is in, comes first
+      // even on a busy machine.
+      ctx.setTimer('doomed', 400, 'doomed');
     },
     disarmDoomed(_s, _p, ctx) {
       ctx.clearTimer('doomed');
@@ -79,8 +81,8 @@ describe('the replicated session meta: timers, dedup table, lost last commit', f
     await a.request('clear', 'armDoomed');
     await a.request('clear', 'disarmDoomed');
     assert.deepEqual(b.meta('clear').timers, []);
-    // A later timer of the same session firing proves time passed beyond the doomed one's 30 ms.
-    await a.request('clear', 'start', { target: 1, every: 60 });
+    // A later timer of the same session firing proves time passed beyond the doomed one's 400 ms.
+    await a.request('clear', 'start', { target: 1, every: 450 });
     await until(() => (a.state('clear') as Ticks).ticks.length === 1);
     assert.equal((a.state('clear') as Ticks).cancelled, 0);
   });
