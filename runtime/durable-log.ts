@@ -73,6 +73,24 @@ export class DurableLog {
     return frames;
   }
 
+  /**
+   * Writes frames a replica holds, for a writer that is not the session's
+   * primary: a standby dropping its copy logs what it acknowledged first. The
+   * frames are the primary's own, byte for byte: where the primary logs them
+   * too, a reader keeps one per seq.
+   */
+  async writeKept(sid: string, frames: readonly Uint8Array[], writer: string): Promise<void> {
+    if (!frames.length) return;
+    const first = peekSequence(frames[0]!).seq;
+    const h = headers();
+    h.set('Ftm-Last-Seq', String(peekSequence(frames[frames.length - 1]!).seq));
+    await this.js.publish(subjects.log(sid), encodeBatch(frames), {
+      msgID: `${sid}.kept.${writer}.${first}`,
+      headers: h,
+      timeout: 2_000,
+    });
+  }
+
   /** Deletes the batches of `sid` whose stream seq is below `streamSeq`. */
   async purgeBefore(sid: string, streamSeq: number): Promise<void> {
     await this.jsm.streams.purge(storeNames.logStream, {

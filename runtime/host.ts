@@ -905,8 +905,18 @@ export async function createHost(options: HostOptions): Promise<Host> {
       !isBusy(sid) &&
       (owned?.revision ?? Infinity) > s.attachedAfter
     ) {
+      // What we acknowledged may have been released while the primary's log
+      // lagged: log it before the copy goes, or a crash of the primary now
+      // would leave a restore without it.
+      const kept = s.unlogged();
       s.close();
       sessions.delete(sid);
+      if (kept?.frames.length)
+        log
+          .writeKept(sid, kept.frames, hostId)
+          .catch((err: unknown) =>
+            onError(new FtmError(`${sid}: logging the dropped standby's frames`, { cause: err })),
+          );
     }
   });
   const servers = typeof options.nats === 'string' ? options.nats : nc.getServer();

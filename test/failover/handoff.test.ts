@@ -7,6 +7,8 @@ import {
   type HostOptions,
 } from '../../runtime/index.ts';
 import { connectionName } from '../../runtime/membership.ts';
+import { Ownership } from '../../runtime/ownership.ts';
+import { createValueCodec } from '../../runtime/codec.ts';
 import { exampleActors } from '../../actors/index.ts';
 import { useNatsServer } from '../helpers/nats.ts';
 import { until } from '../helpers/until.ts';
@@ -135,6 +137,31 @@ describe('ownership races and planned handoff (hosts in this process)', function
       [durable.seq, durable.logged, (durable.state as { value: number }).value],
       [21, 21, 21],
     );
+  });
+
+  it('a standby the record stops naming logs what it acknowledged before it drops its copy', async () => {
+    // The primary logs nothing (its flush runs once an hour): only the standby's copy
+    // holds the ten released adds.
+    const a = await host('wk-a', { logFlushIntervalMs: 3_600_000, failover: false });
+    const b = await host('wk-b');
+    await a.openSession('counter', 'wk', { standby: 'wk-b' });
+    for (let i = 1; i <= 10; i++) assert.equal(await a.request('wk', 'add', 1), i);
+    assert.equal((await a.readDurable('counter', 'wk')).logged, 0, 'the primary logged nothing');
+
+    // What a primary that took its standby for dead does: the record stops naming wk-b.
+    const nc = await connectNats(nats.url);
+    try {
+      const ownership = await Ownership.open(nc, createValueCodec());
+      const current = (await ownership.get('wk'))!;
+      assert.ok(await ownership.swap('wk', { ...current.record, standby: '' }, current.revision));
+    } finally {
+      await nc.close();
+    }
+    await until(() => b.info('wk') === undefined, { message: 'wk-b dropped its copy' });
+    await until(async () => (await a.readDurable('counter', 'wk')).logged === 10, {
+      message: 'the ten adds are in the log',
+    });
+    assert.equal(((await a.readDurable('counter', 'wk')).state as { value: number }).value, 10);
   });
 
   it('a state too big for one NATS message still gets a new standby, and a cold restore of it one too', async () => {
