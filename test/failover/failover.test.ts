@@ -1,8 +1,12 @@
 import { strict as assert } from 'node:assert';
-import { createHost, type Host } from '../../runtime/index.ts';
-import { exampleActors } from '../../actors/index.ts';
+import type { Host } from '../../runtime/index.ts';
 import { useNatsServer } from '../helpers/nats.ts';
-import { stopAll, useProcessesPerTest, startHostProcesses } from '../helpers/processes.ts';
+import {
+  stopAll,
+  useProcessesPerTest,
+  startHostProcesses,
+  createClientHost,
+} from '../helpers/processes.ts';
 import { until } from '../helpers/until.ts';
 import { connectNats, subjects } from '../../runtime/index.ts';
 import { createValueCodec } from '../../runtime/codec.ts';
@@ -33,14 +37,7 @@ describe('failover: hosts as processes, killed and stopped on purpose', function
   };
 
   before(async () => {
-    // The test's own host is a client: capacity 0, it never serves a session.
-    client = await createHost({
-      nats: nats.url,
-      actors: exampleActors,
-      hostId: 'client',
-      capacity: 0,
-      onError: () => {},
-    });
+    client = await createClientHost(nats.url, 'client');
   });
   after(async () => {
     await client?.close();

@@ -1,10 +1,15 @@
 import { strict as assert } from 'node:assert';
 import { exampleActors } from '../../actors/index.ts';
 import { connect, createGateway, mintToken, type Gateway } from '../../gateway/index.ts';
-import { createHost, type Host } from '../../runtime/index.ts';
+import type { Host } from '../../runtime/index.ts';
 import { RawClient, UdpClient } from '../helpers/gateway-clients.ts';
 import { useNatsServer } from '../helpers/nats.ts';
-import { stopAll, useProcessesPerTest, startHostProcesses } from '../helpers/processes.ts';
+import {
+  stopAll,
+  useProcessesPerTest,
+  startHostProcesses,
+  createClientHost,
+} from '../helpers/processes.ts';
 import { exactlyOnce } from '../helpers/stream.ts';
 import { until } from '../helpers/until.ts';
 
@@ -20,13 +25,7 @@ describe('gateway: clients keep their connection through a failover', function (
   const startHosts = (...ids: string[]) => startHostProcesses(procs, nats.url, ids, client);
 
   before(async () => {
-    client = await createHost({
-      nats: nats.url,
-      actors: exampleActors,
-      hostId: 'gf-client',
-      capacity: 0,
-      onError: () => {},
-    });
+    client = await createClientHost(nats.url, 'gf-client');
     gateway = await createGateway({
       nats: nats.url,
       actors: exampleActors,

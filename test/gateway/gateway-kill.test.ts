@@ -1,9 +1,8 @@
 import { strict as assert } from 'node:assert';
-import { exampleActors } from '../../actors/index.ts';
 import { connect, mintToken, type ConnectionEvent } from '../../gateway/index.ts';
-import { createHost, type Host } from '../../runtime/index.ts';
+import type { Host } from '../../runtime/index.ts';
 import { useNatsServer } from '../helpers/nats.ts';
-import { spawnNode, stopAll, useProcessesPerTest } from '../helpers/processes.ts';
+import { spawnNode, stopAll, useProcessesPerTest, createClientHost } from '../helpers/processes.ts';
 import { exactlyOnce } from '../helpers/stream.ts';
 import { until } from '../helpers/until.ts';
 
@@ -25,13 +24,7 @@ describe('gateway: a gateway killed mid-stream', function () {
   };
 
   before(async () => {
-    client = await createHost({
-      nats: nats.url,
-      actors: exampleActors,
-      hostId: 'gk-client',
-      capacity: 0,
-      onError: () => {},
-    });
+    client = await createClientHost(nats.url, 'gk-client');
   });
   after(async () => {
     await client?.close();

@@ -1,3 +1,5 @@
+import { createHost, type Host } from '../../runtime/index.ts';
+import { exampleActors } from '../../actors/index.ts';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
@@ -258,5 +260,16 @@ export async function startHostProcesses(
   );
   await until(() => ids.every((id) => observer.liveHosts().includes(id)), {
     message: `hosts ${ids.join(', ')} heard`,
+  });
+}
+
+/** A test's own host: a client (capacity 0) that never serves a session; errors stay quiet. */
+export function createClientHost(natsUrl: string, hostId: string): Promise<Host> {
+  return createHost({
+    nats: natsUrl,
+    actors: exampleActors,
+    hostId,
+    capacity: 0,
+    onError: () => {},
   });
 }
