@@ -250,12 +250,23 @@ export async function createHost(options: HostOptions): Promise<Host> {
     clock,
     onError,
   });
-  const saveSnapshot = async (sid: string, snap: SessionSnapshot) => {
-    await snapshots.put(sid, codec.encode(snap));
+  /**
+   * Stores a snapshot unless one at the same or a later seq is stored (a
+   * lagging writer never puts an older state back). Resolves true when the
+   * log up to it may be purged: stored, and this host still owns the
+   * session in the snapshot's epoch. The purge takes every batch stored
+   * before ours, and a successor's first batches may be among them; the
+   * compare-and-swap on the record proves there is no successor yet, and any
+   * later one writes after our batches.
+   */
+  const saveSnapshot = async (sid: string, snap: SessionSnapshot): Promise<boolean> => {
+    if (!(await snapshots.put(sid, codec.encode(snap), { order: snap.seq }))) return false;
+    const owned = await ownership.get(sid);
+    if (owned?.record.primary !== hostId || owned.record.epoch !== snap.epoch) return false;
+    return (await ownership.swap(sid, owned.record, owned.revision)) !== undefined;
   };
   /** Set once the failover machinery below exists; a timer calls it twice a second. */
   const sweep: { heal?: (now: number) => void } = {};
-  const healer = setInterval(() => sweep.heal?.(clock.now()), 500);
   // Log flushes and retransmissions run on a timer armed only while some
   // primary has frames to log or unacknowledged: an idle host does not wake.
   const flushInterval = options.logFlushIntervalMs ?? 10;
@@ -573,12 +584,24 @@ export async function createHost(options: HostOptions): Promise<Host> {
     return standby;
   };
 
-  // Self-healing: a primary left without a standby (no host had room, or its
-  // attach failed) tries again twice a second.
+  // Self-healing, twice a second: a primary left without a standby (no host
+  // had room, or its attach failed) tries again; a failover the event missed
+  // (the record changed under it, an attempt gave up) is started again.
   let lastHeal = 0;
   sweep.heal = (now) => {
     if (now - lastHeal < 500 || closed || draining || options.failover === false) return;
     lastHeal = now;
+    for (const [sid, { record }] of ownership.view) {
+      if (!membership.down.has(record.primary) || isBusy(sid)) continue;
+      const mine = sessions.get(sid);
+      if (mine?.role === 'standby' && record.standby === hostId) {
+        if (promoting.has(sid)) continue;
+        onError(
+          new FtmError(`${sid}: primary ${record.primary} is down and not replaced: promoting`),
+        );
+        promoteOnDown(sid, membership.down.get(record.primary)!, preciseNow(), record.primary);
+      } else if (!mine) restoreIfChosen(sid, record, preciseNow());
+    }
     for (const s of sessions.values()) {
       if (s.role !== 'primary' || s.standbyHost || s.isFenced || isBusy(s.sid)) continue;
       claim(s.sid, s);
@@ -740,6 +763,8 @@ export async function createHost(options: HostOptions): Promise<Host> {
    * would drop what a live standby acknowledged, so a slow host must not
    * trigger one.
    */
+  /** Sessions this host is restoring: one attempt loop each. */
+  const restoring = new Set<string>();
   const restoreIfChosen = (sid: string, record: OwnerRecord, detectedAt: number) => {
     if (!actors.has(record.actor) || capacity === 0 || draining || isBusy(sid)) return;
     const gone = (id: string) => {
@@ -750,7 +775,8 @@ export async function createHost(options: HostOptions): Promise<Host> {
     const candidates = [hostId];
     for (const [id, peer] of membership.peers)
       if (peer.load.capacity > 0 && !peer.load.draining) candidates.push(id);
-    if (rendezvous(sid, candidates) !== hostId) return;
+    if (rendezvous(sid, candidates) !== hostId || restoring.has(sid)) return;
+    restoring.add(sid);
     // JetStream may be electing a leader (a NATS node died too): try again
     // while the record still names the dead copies.
     void (async () => {
@@ -767,7 +793,7 @@ export async function createHost(options: HostOptions): Promise<Host> {
         const now = ownership.view.get(sid)?.record;
         if (!now || now.epoch !== record.epoch || now.primary !== record.primary) return;
       }
-    })();
+    })().finally(() => restoring.delete(sid));
   };
 
   const restore = async (
@@ -837,35 +863,52 @@ export async function createHost(options: HostOptions): Promise<Host> {
     }
   };
 
+  /** Sessions this host is trying to promote itself for: one attempt loop each. */
+  const promoting = new Set<string>();
+  /**
+   * Promotes this host's standby copy of `sid` now that `dead` is gone. A
+   * CAS that times out (JetStream electing) is tried again; a lost one is
+   * final. So is a session still busy here with an earlier change (this
+   * host's re-protection of it, from when it was primary): once that ends,
+   * promote.
+   */
+  const promoteOnDown = (sid: string, cause: DownCause, at: number, dead: string) => {
+    if (promoting.has(sid)) return;
+    promoting.add(sid);
+    void (async () => {
+      for (let attempt = 0, waits = 0; attempt < 8 && !closed;) {
+        try {
+          if (await promote(sid, cause, at, dead)) return;
+          const now = ownership.view.get(sid)?.record;
+          if (!isBusy(sid) || now?.primary !== dead || now.standby !== hostId) return;
+          if (++waits > 300) return; // 30 s
+          await new Promise((r) => setTimeout(r, 100).unref());
+          continue;
+        } catch (err) {
+          onError(new FtmError(`${sid}: promotion failed, attempt ${attempt + 1}`, { cause: err }));
+        }
+        await new Promise((r) => setTimeout(r, Math.min(50 * 2 ** attempt, 2_000)).unref());
+        attempt++;
+      }
+    })().finally(() => promoting.delete(sid));
+  };
+
   /** A host is gone: take over what it served, restore what has no copy left, re-protect. */
-  const onHostDown = (dead: string, _cause: DownCause, at: number) => {
+  const onHostDown = (dead: string, cause: DownCause, at: number) => {
     if (closed || options.failover === false) return;
     for (const [sid, { record }] of ownership.view) {
       const mine = sessions.get(sid);
       if (record.primary === dead) {
         if (record.standby === hostId && mine?.role === 'standby') {
-          void (async () => {
-            // A CAS that times out (JetStream electing) is tried again; a lost one is final.
-            // So is a session still busy here with an earlier change (this host's
-            // re-protection of it, from when it was primary): once that ends, promote.
-            for (let attempt = 0, waits = 0; attempt < 8 && !closed;) {
-              try {
-                if (await promote(sid, _cause, at, dead)) return;
-                const now = ownership.view.get(sid)?.record;
-                if (!isBusy(sid) || now?.primary !== dead || now.standby !== hostId) return;
-                if (++waits > 300) return; // 30 s
-                await new Promise((r) => setTimeout(r, 100).unref());
-                continue;
-              } catch (err) {
-                onError(
-                  new FtmError(`${sid}: promotion failed, attempt ${attempt + 1}`, { cause: err }),
-                );
-              }
-              await new Promise((r) => setTimeout(r, Math.min(50 * 2 ** attempt, 2_000)).unref());
-              attempt++;
-            }
-          })();
+          promoteOnDown(sid, cause, at, dead);
         } else {
+          if (record.standby === hostId)
+            onError(
+              new FtmError(
+                `${sid}: primary ${dead} is down and the record names this host its standby, ` +
+                  `but this host holds ${mine ? `a ${mine.role} copy` : 'no copy'}`,
+              ),
+            );
           restoreIfChosen(sid, record, at);
         }
       } else if (record.standby === dead) {
@@ -1015,6 +1058,8 @@ export async function createHost(options: HostOptions): Promise<Host> {
   await nc.flush();
   await membership.start();
   sessions.onChange = () => membership.beatNow();
+  // The sweep starts once the host is up (ownership and membership exist).
+  const healer = setInterval(() => sweep.heal?.(clock.now()), 500);
 
   const serveWithStandby = async (
     actor: ActorDefinition,

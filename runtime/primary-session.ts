@@ -111,7 +111,11 @@ export class PrimarySession {
     private readonly now: () => number,
     private readonly onError: (err: FtmError) => void,
     readonly log: SessionLog,
-    private readonly saveSnapshot: (snap: SessionSnapshot) => Promise<void>,
+    /**
+     * Stores a snapshot; resolves true when the log up to it may be purged:
+     * it is stored and this copy still owns the session.
+     */
+    private readonly saveSnapshot: (snap: SessionSnapshot) => Promise<boolean>,
     private readonly workers: WorkerPool | undefined,
     options: PrimaryOptions = {},
   ) {
@@ -167,6 +171,13 @@ export class PrimarySession {
   /**
    * Writes a snapshot of the current state, then purges the log up to it.
    * Resolves with the snapshot's seq. One at a time per session.
+   *
+   * The snapshot is written only once its seq is released (acknowledged by
+   * the standby, or logged when there is none). A successor starts from at
+   * least every released seq, so such a snapshot is part of every later
+   * epoch's history; one taken by a primary already replaced (it does not
+   * know yet) at a seq nobody acknowledged would put commits its successor
+   * never made back into the session.
    */
   snapshotNow(): Promise<number> {
     this.snapshotting ??= (async () => {
@@ -174,11 +185,11 @@ export class PrimarySession {
         const snap = this.snapshot(); // immer state is immutable: no copy needed
         this.sinceSnapshot = 0;
         this.bytesSinceSnapshot = 0;
+        await this.released(snap.seq);
         await this.log.flush();
-        // Fenced meanwhile: the successor's snapshot must not be overwritten by ours.
-        if (this.fenced) return snap.seq;
-        await this.saveSnapshot(snap);
-        await this.log.purgeUpTo(snap.seq);
+        // Fenced meanwhile: what we hold is not the session's history any more.
+        if (this.fenced || this.standbyAcked < snap.seq) return snap.seq;
+        if (await this.saveSnapshot(snap)) await this.log.purgeUpTo(snap.seq);
         return snap.seq;
       } finally {
         this.snapshotting = undefined;
@@ -453,8 +464,13 @@ export class PrimarySession {
 
   /** Resolves once the standby acknowledged everything committed so far. */
   standbyCaughtUp(): Promise<void> {
-    if (this.standbyAcked >= this.seq) return Promise.resolve();
-    return new Promise((resolve) => this.ackWaiters.push({ seq: this.seq, resolve }));
+    return this.released(this.seq);
+  }
+
+  /** Resolves once `seq` is released (acknowledged), or when this copy closes. */
+  private released(seq: number): Promise<void> {
+    if (this.standbyAcked >= seq || !this.acks) return Promise.resolve();
+    return new Promise((resolve) => this.ackWaiters.push({ seq, resolve }));
   }
 
   /** Stops taking inputs (a planned handoff); the standby keeps buffering them. */

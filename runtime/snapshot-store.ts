@@ -55,8 +55,8 @@ const maxReadAttempts = 5;
 /** Compare-and-set attempts of one switch before a conflict is thrown to the caller. */
 const maxSwapAttempts = 10;
 
-/** First byte of a KV entry: what follows it. */
-const Tag = { inline: 0, pointer: 1 } as const;
+/** First byte of a KV entry: what follows it; `ordered` is or-ed in when an order follows. */
+const Tag = { inline: 0, pointer: 1, ordered: 2 } as const;
 
 const utf8 = new TextEncoder();
 const fromUtf8 = new TextDecoder();
@@ -158,26 +158,38 @@ export class SnapshotStore {
    * Stores `bytes` as the snapshot of `sid`, replacing the previous one. Resolves once the new
    * snapshot is what {@link get} returns and the object it replaced (if any) was deleted; a failed
    * deletion goes to `onError`, it does not reject.
-   * @throws InvalidArgumentError for a bad sid or bytes
+   *
+   * With `order` (a session's seq), the put replaces only a snapshot of a lower order: a writer
+   * that lagged behind never puts an older state back over a newer one (whose log may already be
+   * purged). Resolves true when stored, false when the stored snapshot's order is as high or higher.
+   * @throws InvalidArgumentError for a bad sid, bytes or order
    */
-  async put(sid: string, bytes: Uint8Array): Promise<void> {
+  async put(sid: string, bytes: Uint8Array, opts: { order?: number } = {}): Promise<boolean> {
     assertId('sid', sid);
     if (!(bytes instanceof Uint8Array))
       throw new InvalidArgumentError('bytes: pass the encoded snapshot as a Uint8Array');
+    const { order } = opts;
+    if (order !== undefined && !Number.isFinite(order))
+      throw new InvalidArgumentError(`order ${order} is invalid: pass a finite number`);
     let value: Uint8Array;
     let stored: string | undefined;
     if (bytes.length <= this.inlineLimit) {
-      value = new Uint8Array(bytes.length + 1);
-      value[0] = Tag.inline;
-      value.set(bytes, 1);
+      value = encodeEntry(Tag.inline, order, bytes);
     } else {
       // A fresh name per write: the object a reader may be streaming is never overwritten.
       stored = `${sid}.${randomBytes(8).toString('hex')}`;
       await this.objects.putBlob({ name: stored, options: { max_chunk_size: chunkSize } }, bytes);
-      value = encodePointer(stored);
+      value = encodeEntry(Tag.pointer, order, utf8.encode(stored));
     }
-    const replaced = await this.swap(sid, value);
-    if (replaced !== undefined && replaced !== stored) await this.deleteObject(sid, replaced);
+    const outranked = (current: Uint8Array) =>
+      order !== undefined && (orderOf(current) ?? -Infinity) >= order;
+    const swapped = await this.swap(sid, value, outranked);
+    if (swapped === false) {
+      if (stored !== undefined) await this.deleteObject(sid, stored);
+      return false;
+    }
+    if (swapped !== undefined && swapped !== stored) await this.deleteObject(sid, swapped);
+    return true;
   }
 
   /**
@@ -225,19 +237,24 @@ export class SnapshotStore {
   async delete(sid: string): Promise<void> {
     assertId('sid', sid);
     const replaced = await this.swap(sid, undefined);
-    if (replaced !== undefined) await this.deleteObject(sid, replaced);
+    if (replaced) await this.deleteObject(sid, replaced);
   }
 
   /**
    * Writes `value` (or a delete marker when undefined) as the entry of `sid`, compare-and-set
    * against the entry read just before. Resolves with the object name the replaced entry pointed
-   * at, if any.
+   * at, if any; false, writing nothing, when `keep` says the current entry stays.
    */
-  private async swap(sid: string, value: Uint8Array | undefined): Promise<string | undefined> {
+  private async swap(
+    sid: string,
+    value: Uint8Array | undefined,
+    keep: (current: Uint8Array) => boolean = () => false,
+  ): Promise<string | undefined | false> {
     for (let attempt = 1; ; attempt++) {
       const current = await this.kv.get(sid);
       const live = current !== null && current.operation === 'PUT';
       if (value === undefined && !live) return undefined;
+      if (live && keep(current.value)) return false;
       // A delete marker has a revision too: the next write must expect it, not 0.
       const previousSeq = current?.revision ?? 0;
       try {
@@ -334,22 +351,38 @@ function objectMetaSubject(name: string): string {
   return `$O.${storeNames.largeSnapshots}.M.${Base64UrlPaddedCodec.encode(name)}`;
 }
 
-function encodePointer(name: string): Uint8Array {
-  const encoded = utf8.encode(name);
-  const value = new Uint8Array(encoded.length + 1);
-  value[0] = Tag.pointer;
-  value.set(encoded, 1);
+/**
+ * An entry: its tag, then (tags with an order) the order as a float64, then the bytes or the
+ * object's name.
+ */
+function encodeEntry(tag: number, order: number | undefined, body: Uint8Array): Uint8Array {
+  const head = order === undefined ? 1 : 9;
+  const value = new Uint8Array(head + body.length);
+  value[0] = order === undefined ? tag : tag | Tag.ordered;
+  if (order !== undefined) new DataView(value.buffer).setFloat64(1, order);
+  value.set(body, head);
   return value;
 }
 
+/** The order a put gave the entry; undefined when it gave none. */
+function orderOf(value: Uint8Array): number | undefined {
+  if (!(value[0]! & Tag.ordered) || value.length < 9) return undefined;
+  return new DataView(value.buffer, value.byteOffset, value.byteLength).getFloat64(1);
+}
+
+/** The bytes or object name after the tag (and the order). */
+function bodyOf(value: Uint8Array): Uint8Array {
+  return value.subarray(value[0]! & Tag.ordered ? 9 : 1);
+}
+
 function decodeEntry(sid: string, value: Uint8Array): Entry {
-  switch (value[0]) {
+  switch (value[0]! & ~Tag.ordered) {
     case Tag.inline:
       // A copy into a plain Uint8Array: the entry may be a Buffer viewing the client's read
       // buffer, and Buffer#slice() would return another view of it, not a copy.
-      return { type: 'inline', bytes: new Uint8Array(value.subarray(1)) };
+      return { type: 'inline', bytes: new Uint8Array(bodyOf(value)) };
     case Tag.pointer:
-      return { type: 'pointer', name: fromUtf8.decode(value.subarray(1)) };
+      return { type: 'pointer', name: fromUtf8.decode(bodyOf(value)) };
     default:
       throw new FtmError(
         `the snapshot entry of session "${sid}" has unknown tag ${value[0]}: it was written by a ` +
@@ -360,7 +393,7 @@ function decodeEntry(sid: string, value: Uint8Array): Entry {
 
 /** The object an entry points at, if it is a pointer. */
 function pointerIn(value: Uint8Array): string | undefined {
-  return value[0] === Tag.pointer ? fromUtf8.decode(value.subarray(1)) : undefined;
+  return (value[0]! & ~Tag.ordered) === Tag.pointer ? fromUtf8.decode(bodyOf(value)) : undefined;
 }
 
 function isWrongLastSequence(err: unknown): boolean {

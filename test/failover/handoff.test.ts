@@ -8,6 +8,7 @@ import {
 } from '../../runtime/index.ts';
 import { connectionName } from '../../runtime/membership.ts';
 import { Ownership } from '../../runtime/ownership.ts';
+import { SnapshotStore } from '../../runtime/snapshot-store.ts';
 import { createValueCodec } from '../../runtime/codec.ts';
 import { exampleActors } from '../../actors/index.ts';
 import { useNatsServer } from '../helpers/nats.ts';
@@ -162,6 +163,36 @@ describe('ownership races and planned handoff (hosts in this process)', function
       message: 'the ten adds are in the log',
     });
     assert.equal(((await a.readDurable('counter', 'wk')).state as { value: number }).value, 10);
+  });
+
+  it('a primary replaced before it knows stores no snapshot of commits nobody acknowledged', async () => {
+    // The standby loses every frame after seq 10: it never acknowledges more.
+    const a = await host('sn-a', { failover: false });
+    await host('sn-b', { dropAtStandby: (sid, seq) => sid === 'sn' && seq > 10 });
+    await a.openSession('counter', 'sn', { standby: 'sn-b' });
+    for (let i = 1; i <= 10; i++) assert.equal(await a.request('sn', 'add', 1), i);
+    // Committed, never released: their replies wait for an ack that does not come.
+    for (let i = 0; i < 5; i++) a.request('sn', 'add', 1).catch(() => undefined);
+    await until(() => a.info('sn')?.seq === 15, { message: 'sn-a committed 15' });
+    const snapshotting = a.snapshotNow('sn');
+
+    // Another host takes the session over from seq 10, the last one released; sn-a
+    // learns of it only from the record.
+    const nc = await connectNats(nats.url);
+    try {
+      const ownership = await Ownership.open(nc, createValueCodec());
+      const current = (await ownership.get('sn'))!;
+      const next = { ...current.record, primary: 'sn-x', standby: '', epoch: 2 };
+      assert.ok(await ownership.swap('sn', next, current.revision));
+      await snapshotting;
+      assert.equal(a.info('sn'), undefined, 'sn-a stopped serving');
+      // Seqs 11 to 15 of epoch 1 are not the session's history: no snapshot may hold them.
+      const stored = await (await SnapshotStore.open(nc)).get('sn');
+      const seq = stored ? (createValueCodec().decode(stored) as { seq: number }).seq : 0;
+      assert.ok(seq <= 10, `the stored snapshot is at seq ${seq}`);
+    } finally {
+      await nc.close();
+    }
   });
 
   it('a state too big for one NATS message still gets a new standby, and a cold restore of it one too', async () => {

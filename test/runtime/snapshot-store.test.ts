@@ -161,6 +161,27 @@ describe('the snapshot store', function () {
     assert.equal((await objectsOf('race')).length, 1, 'every displaced object was deleted');
   });
 
+  it('an ordered put never replaces a snapshot of the same or a higher order', async () => {
+    const at5 = random(4 * KiB);
+    assert.equal(await tiny.put('ordered', at5, { order: 5 }), true);
+    // A lagging writer's older state (and one at the same seq) stays out; its object is deleted.
+    assert.equal(await tiny.put('ordered', random(4 * KiB), { order: 3 }), false);
+    assert.equal(await tiny.put('ordered', random(8), { order: 5 }), false);
+    assert.deepEqual(await tiny.get('ordered'), at5);
+    assert.equal((await objectsOf('ordered')).length, 1, 'only the stored object is left');
+    const at9 = random(8);
+    assert.equal(await tiny.put('ordered', at9, { order: 9 }), true);
+    assert.deepEqual(await tiny.get('ordered'), at9);
+    assert.deepEqual(await objectsOf('ordered'), [], 'the replaced object was deleted');
+    // Concurrent ordered puts: the highest order is what stays.
+    const versions = [12, 17, 14, 11].map((order) => ({ order, bytes: random(4 * KiB) }));
+    await Promise.all(versions.map((v) => tiny.put('ordered', v.bytes, { order: v.order })));
+    assert.deepEqual(await tiny.get('ordered'), versions[1]!.bytes);
+    assert.equal((await objectsOf('ordered')).length, 1);
+    await assert.rejects(tiny.put('ordered', random(8), { order: NaN }), InvalidArgumentError);
+    await tiny.delete('ordered');
+  });
+
   it('rejects a bad sid, bad bytes and an inline limit over max_payload with InvalidArgumentError', async () => {
     await assert.rejects(store.put('no spaces', random(1)), InvalidArgumentError);
     await assert.rejects(store.get('a.b'), InvalidArgumentError);
