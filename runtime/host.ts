@@ -29,7 +29,7 @@ import { SessionClient } from './session-client.ts';
 import { stateHash } from './state-hash.ts';
 import { assertId, subjects } from './subjects.ts';
 import { Membership, connectionName, type DownCause, type HostLoad } from './membership.ts';
-import { Ownership, type OwnerRecord } from './ownership.ts';
+import { Ownership, type Owned, type OwnerRecord } from './ownership.ts';
 import { preciseNow, rendezvous, type FailoverCause, type FailoverRecord } from './failover.ts';
 
 /** Options of {@link createHost}. */
@@ -931,10 +931,16 @@ export async function createHost(options: HostOptions): Promise<Host> {
   ownership.onWatchError = (err) => {
     if (!closed) onError(new FtmError(`ownership watch ended: ${err.message}`, { cause: err }));
   };
+  /** The record, newer than the attach of `replica`, names this host its standby. */
+  const namesStandby = (owned: Owned, replica: ReplicaSession) =>
+    owned.record.standby === hostId &&
+    owned.record.primary !== hostId &&
+    owned.revision > replica.attachedAfter;
   await ownership.watch((sid, owned, previous) => {
     const s = sessions.get(sid);
     // A newer epoch elsewhere: this copy is no longer the primary.
     if (s?.role === 'primary' && owned && owned.record.epoch > s.epoch) s.fence(owned.record.epoch);
+    if (s?.role === 'standby' && owned && namesStandby(owned, s)) s.confirm();
     // Replaced as the standby (the primary took us for gone): stop acknowledging at
     // once, so that only the standby the record names releases replies. Unless
     // the change is older than our attach: the primary may have attached us
@@ -989,6 +995,8 @@ export async function createHost(options: HostOptions): Promise<Host> {
         );
         replica.attachedAfter = req.after ?? 0;
         sessions.set(req.sid, replica);
+        const owned = ownership.view.get(req.sid);
+        if (owned && namesStandby(owned, replica)) replica.confirm();
         try {
           await replica.start();
         } catch (err) {

@@ -36,7 +36,8 @@ const maxUnloggedBytes = 8 * 1024 * 1024;
 /**
  * The hot standby of a session: applies commit frames strictly in seq order,
  * holds back early arrivals, refuses stale epochs and corrupt patches (its
- * state stays as it was), and acknowledges the applied seq on `ftm.s.<sid>.ack`.
+ * state stays as it was), and acknowledges the applied seq on `ftm.s.<sid>.ack`
+ * once the ownership record names it ({@link confirm}).
  * It also keeps the inputs that no commit has covered yet, and the commits
  * the primary's log has not acknowledged yet: on promotion the first are run
  * again and the second written to the log, so that the log has no hole and
@@ -71,6 +72,13 @@ export class ReplicaSession {
   private syncing: boolean;
   /** Set on promotion: inputs go straight to the new primary instead of the buffer. */
   private forward: ((bytes: Uint8Array) => void) | undefined;
+  /**
+   * Whether the ownership record names this copy the standby. Only then does
+   * it acknowledge: a standby's ack releases replies, and a copy the record
+   * does not name (attached, the record not changed yet) would not be the
+   * one promoted after a crash, nor the one a restore could ask.
+   */
+  private named = false;
 
   constructor(
     private readonly nc: NatsConnection,
@@ -311,9 +319,16 @@ export class ReplicaSession {
     return true;
   }
 
+  /** The record names this copy the standby: it acknowledges from now on. */
+  confirm(): void {
+    if (this.named) return;
+    this.named = true;
+    this.scheduleAck();
+  }
+
   /** One ack per burst: frames handled in the same tick share it. */
   private scheduleAck(): void {
-    if (this.ackScheduled) return;
+    if (this.ackScheduled || !this.named) return;
     this.ackScheduled = true;
     queueMicrotask(() => {
       this.ackScheduled = false;
