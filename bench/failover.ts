@@ -19,7 +19,9 @@
  * in the host processes of this machine compare directly.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readdirSync } from 'node:fs';
+import { readdirSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { cpus, loadavg, setPriority } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
@@ -150,6 +152,8 @@ type HostProcess = {
   /** Resolves with the time the process was reaped. */
   exited: Promise<number>;
   stderr: string[];
+  /** Its `--trace` lines: each ownership decision, timed. */
+  trace: string[];
 };
 
 /**
@@ -191,7 +195,7 @@ class HostProcesses {
     const id = `h${++this.started}`;
     const child = spawn(
       process.execPath,
-      ['--import', 'tsx', 'cli/ftmesh.ts', 'host', '--nats', this.natsUrl, '--id', id],
+      ['--import', 'tsx', 'cli/ftmesh.ts', 'host', '--nats', this.natsUrl, '--id', id, '--trace'],
       { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] },
     );
     if (child.pid === undefined) throw new Error(`could not start host process ${id}`);
@@ -203,13 +207,21 @@ class HostProcesses {
       }
     }
     const stderr: string[] = [];
+    const trace: string[] = [];
     child.stderr.setEncoding('utf8');
+    let partial = '';
     child.stderr.on('data', (chunk: string) => {
-      for (const line of chunk.split('\n')) if (line.trim()) stderr.push(line);
+      const lines = (partial + chunk).split('\n');
+      partial = lines.pop()!;
+      for (const line of lines) {
+        if (line.startsWith('[ftmesh-trace')) trace.push(line);
+        else if (line.trim()) stderr.push(line);
+      }
       if (stderr.length > 1_000) stderr.splice(0, stderr.length - 1_000);
+      if (trace.length > 20_000) trace.splice(0, trace.length - 20_000);
     });
     const exited = new Promise<number>((resolve) => child.once('exit', () => resolve(now())));
-    const p: HostProcess = { id, child, pid: child.pid, exited, stderr };
+    const p: HostProcess = { id, child, pid: child.pid, exited, stderr, trace };
     this.byId.set(id, p);
     void exited.then(() => {
       // The pid may be reused once the process is gone: never signal it again.
@@ -273,6 +285,14 @@ class HostProcesses {
     return [...this.dead, ...this.byId.values()].flatMap((p) =>
       p.stderr.filter((l) => l.startsWith('[ftmesh')),
     );
+  }
+
+  /** Every process's trace lines, in time order. */
+  traceLines(): string[] {
+    const at = (l: string) => Number(/^\[ftmesh-trace \S* ([\d.]+)\]/.exec(l)?.[1] ?? 0);
+    return [...this.dead, ...this.byId.values()]
+      .flatMap((p) => p.trace)
+      .sort((a, b) => at(a) - at(b));
   }
 
   /** SIGKILLs every process still running (no drain: the bench is over); resolves once gone. */
@@ -598,6 +618,26 @@ async function round(kind: 'crash' | 'hang', faults: number, tag: string): Promi
       samples.push({ ...f.rec, killAt: f.killAt, exitAt: f.exitAt, clientAt: arrivals[j], gap });
     }
     const { lost, duplicated } = exactlyOnce(requests.replies, requests.count);
+    if (lost || duplicated) {
+      // What the hosts decided, and when the client saw a value again: enough to
+      // tell which failover lost what.
+      const seenAt = new Map<number, number[]>();
+      for (const [i, v] of values.entries())
+        seenAt.set(v, [...(seenAt.get(v) ?? []), arrivals[i]!]);
+      const again = [...seenAt].filter(([, at]) => at.length > 1).sort((a, b) => a[0] - b[0]);
+      const file = join(tmpdir(), `ftmesh-failover-${kind}-${process.pid}-${Date.now()}.log`);
+      writeFileSync(
+        file,
+        [
+          `lost ${lost}, duplicated ${duplicated}; faults at ${done.map((d) => d.killAt.toFixed(1)).join(' ')}`,
+          ...again
+            .filter((_, i) => i < 5 || i >= again.length - 5)
+            .map(([v, at]) => `value ${v} seen at ${at.map((t) => t.toFixed(1)).join(', ')}`),
+          ...procs.traceLines(),
+        ].join('\n') + '\n',
+      );
+      note(`lost ${lost}, duplicated ${duplicated}: the hosts' traces are in ${file}`);
+    }
     return {
       samples,
       faults: done.length,

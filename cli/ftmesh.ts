@@ -2,7 +2,7 @@
  * The ftmesh command line.
  *
  *   ftmesh demo [--nats URL]            a primary and a standby change state and compare it
- *   ftmesh host --nats URL [--id ID] [--replicas N] [--heartbeat-timeout MS]
+ *   ftmesh host --nats URL [--id ID] [--replicas N] [--heartbeat-timeout MS] [--trace]
  *                                       runs a host with the example actors; SIGTERM drains it, then it exits
  *   ftmesh gateway --nats URL [--id ID] [--port N] [--udp-port N|off] [--bind ADDR] [--secret S]
  *                                       runs a gateway for the example actors (secret also from
@@ -31,6 +31,7 @@ const { positionals, values } = parseArgs({
     sid: { type: 'string' },
     role: { type: 'string' },
     ttl: { type: 'string' },
+    trace: { type: 'boolean' },
   },
 });
 
@@ -97,6 +98,14 @@ async function host(): Promise<void> {
     ...(values.replicas ? { jetstreamReplicas: Number(values.replicas) } : {}),
     ...(values['heartbeat-timeout']
       ? { heartbeatTimeoutMs: Number(values['heartbeat-timeout']) }
+      : {}),
+    ...(values.trace
+      ? {
+          trace: (line: string) =>
+            console.error(
+              `[ftmesh-trace ${values.id ?? ''} ${(performance.timeOrigin + performance.now()).toFixed(1)}] ${line}`,
+            ),
+        }
       : {}),
   });
   console.log(`ready ${h.id}`);

@@ -72,6 +72,12 @@ export interface HostOptions {
    * restore use it.
    */
   failover?: boolean;
+  /**
+   * Called with one line per ownership decision this host makes (promoted,
+   * restored and from what, standby recorded or dropped, fenced): what
+   * happened to a session, in order, when a failover went wrong. Off by default.
+   */
+  trace?: (line: string) => void;
 }
 
 /** What {@link Host.drain} moved. */
@@ -232,6 +238,7 @@ export async function createHost(options: HostOptions): Promise<Host> {
     options.onError ??
     ((err: FtmError) =>
       console.error(`[ftmesh ${hostId}] ${err.name}: ${err.message}`, err.cause ?? ''));
+  const trace = options.trace ?? (() => undefined);
   const actors = new Map(options.actors.map((a) => [a.name, a]));
   const sessions = new SessionMap();
   const clients = new Map<string, SessionClient>();
@@ -439,6 +446,14 @@ export async function createHost(options: HostOptions): Promise<Host> {
       snap = { ...snap, seq: f.seq, epoch: Math.max(snap.epoch, f.epoch) };
       logged++;
     }
+    if (options.trace) {
+      const valid = [...bySeq.keys()];
+      trace(
+        `${sid}: durable read: snapshot seq ${snap.seq - logged} epoch ${snap.epoch}, ` +
+          `${frames.length} frames (${frames.length - valid.length} void or repeated), ` +
+          `seqs ${Math.min(...valid)}..${Math.max(...valid)}, contiguous to ${snap.seq}`,
+      );
+    }
     return { ...snap, state, meta: meta.snapshot(), logged };
   };
 
@@ -497,6 +512,9 @@ export async function createHost(options: HostOptions): Promise<Host> {
 
   const fenced = (sid: string, primary: PrimarySession, epoch: number) => {
     if (sessions.get(sid) === primary) sessions.delete(sid);
+    trace(
+      `${sid}: epoch ${primary.epoch} fenced by epoch ${epoch} at seq ${primary.seq}, logged ${primary.log.loggedSeq}, released ${primary.standbyAcked}`,
+    );
     if (!draining && !closed)
       onError(
         new FtmError(
@@ -579,6 +597,9 @@ export async function createHost(options: HostOptions): Promise<Host> {
       return undefined;
     }
     primary.standbyHost = standby ?? '';
+    trace(
+      `${primary.sid}: epoch ${primary.epoch} standby ${standby || 'none'} recorded at seq ${primary.seq}`,
+    );
     if (old && old !== standby && membership.isLive(old))
       request(old, { op: 'detach', sid: primary.sid }).catch(() => undefined);
     return standby;
@@ -631,6 +652,9 @@ export async function createHost(options: HostOptions): Promise<Host> {
     );
     if (!done || primary.isFenced) return false;
     primary.standbyHost = '';
+    trace(
+      `${primary.sid}: epoch ${primary.epoch} standby ${standby} dropped at seq ${primary.seq}, logged ${primary.log.loggedSeq}`,
+    );
     return true;
   };
 
@@ -740,6 +764,13 @@ export async function createHost(options: HostOptions): Promise<Host> {
     rec.replayed = inputs.length + queued.length;
     rec.replayedAt = preciseNow();
     history.push(rec);
+    trace(
+      `${sid}: promoted to epoch ${epoch} at seq ${init.seq} (${cause}, from ${from}); ` +
+        (unlogged
+          ? `log complete to ${unlogged.logged}, ${unlogged.frames.length} kept frames first`
+          : 'log covered by a snapshot') +
+        `; ${rec.replayed} inputs replayed`,
+    );
     // The replica's input subscription goes once ours is on the server (after
     // this flush); then two copies again: a new standby subscribes, then
     // fetches the state while we serve.
@@ -828,6 +859,9 @@ export async function createHost(options: HostOptions): Promise<Host> {
         promotedAt: preciseNow(),
         replayed: 0,
       };
+      trace(
+        `${sid}: restored to epoch ${epoch} at seq ${durable.seq} (${cause}, record was ${JSON.stringify(before)})`,
+      );
       const primary = startPrimary(actorNamed(actorName), sid, {
         actor: actorName,
         state: durable.state,
@@ -896,6 +930,7 @@ export async function createHost(options: HostOptions): Promise<Host> {
   /** A host is gone: take over what it served, restore what has no copy left, re-protect. */
   const onHostDown = (dead: string, cause: DownCause, at: number) => {
     if (closed || options.failover === false) return;
+    trace(`host ${dead} down (${cause})`);
     for (const [sid, { record }] of ownership.view) {
       const mine = sessions.get(sid);
       if (record.primary === dead) {
@@ -960,6 +995,9 @@ export async function createHost(options: HostOptions): Promise<Host> {
       const kept = s.unlogged();
       s.close();
       sessions.delete(sid);
+      trace(
+        `${sid}: standby copy at seq ${s.seq} dropped, the record no longer names it; ${kept ? `${kept.frames.length} kept frames above ${kept.logged} logged` : 'kept frames incomplete'}`,
+      );
       if (kept?.frames.length)
         log
           .writeKept(sid, kept.frames, hostId)
