@@ -187,6 +187,8 @@ export interface Host {
 type ControlRequest =
   | ({ op: 'attach'; sid: string; after: number } & SessionSnapshot)
   | { op: 'sync'; sid: string; actor: string; after: number }
+  /** Like attach, for a state above max_payload: it waits in the snapshot store at `seq`. */
+  | { op: 'attach-stored'; sid: string; actor: string; seq: number; after: number }
   | {
       op: 'open';
       actor: string;
@@ -369,10 +371,11 @@ export async function createHost(options: HostOptions): Promise<Host> {
     return answer;
   };
   /**
-   * Makes `standby` a hot standby of `sid`. With `init` (a new session, not
-   * serving yet) the state travels in the request; without it the standby
-   * subscribes first and then fetches the primary's snapshot, so a session
-   * that keeps serving loses no commit to it.
+   * Makes `standby` a hot standby of `sid`. With `init` (a new or restored
+   * session, not serving yet) the state travels in the request, or through
+   * the snapshot store when it is too big for one NATS message; without it
+   * the standby subscribes first and then fetches the primary's snapshot, so
+   * a session that keeps serving loses no commit to it.
    */
   const attachStandby = async (
     standby: string,
@@ -384,10 +387,18 @@ export async function createHost(options: HostOptions): Promise<Host> {
     const sync: ControlRequest = { op: 'sync', sid, actor: actor.name, after };
     if (!init) return void (await request(standby, sync));
     const attach: ControlRequest = { op: 'attach', sid, ...init, after };
-    // A state too big for one NATS message (a restored session): the standby
-    // fetches it instead, through the snapshot store (the primary listens already).
     const fits = codec.encode(attach).length <= (nc.info?.max_payload ?? 1024 * 1024) - 1024;
-    await request(standby, fits ? attach : sync);
+    if (fits) return void (await request(standby, attach));
+    // Stored at its seq (already there when a restore read exactly this snapshot).
+    await snapshots.put(sid, codec.encode(init), { order: init.seq });
+    const stored: ControlRequest = {
+      op: 'attach-stored',
+      sid,
+      actor: actor.name,
+      seq: init.seq,
+      after,
+    };
+    await request(standby, stored);
   };
 
   const primaryOf = (sid: string): PrimarySession => {
@@ -842,12 +853,23 @@ export async function createHost(options: HostOptions): Promise<Host> {
       const durable = await readDurable(actorName, sid);
       const epoch = Math.max(durable.epoch, before?.epoch ?? 0) + 1;
       const next = { actor: actorName, primary: hostId, standby: '', epoch };
+      // The whole record must be as we judged it: a standby recorded since
+      // (our view lagged) may have acknowledged commits the log lacks, and
+      // it is the one to take over.
       const claimed = before
         ? await updateRecord(sid, (r) =>
-            r.epoch === before.epoch && r.primary === before.primary ? next : undefined,
+            r.epoch === before.epoch && r.primary === before.primary && r.standby === before.standby
+              ? next
+              : undefined,
           )
         : await ownership.create(sid, next).then(() => next);
       if (!claimed) return undefined;
+      // A copy of ours the record never named (an attach cut short) goes: we serve now.
+      const stale = sessions.get(sid);
+      if (stale?.role === 'standby') {
+        stale.close();
+        sessions.delete(sid);
+      }
       const rec: FailoverRecord = {
         sid,
         cause,
@@ -1018,7 +1040,17 @@ export async function createHost(options: HostOptions): Promise<Host> {
   const serveControl = async (req: ControlRequest): Promise<object> => {
     switch (req.op) {
       case 'attach':
+      case 'attach-stored':
       case 'sync': {
+        let init: SessionSnapshot | undefined = req.op === 'attach' ? req : undefined;
+        if (req.op === 'attach-stored') {
+          const bytes = await snapshots.get(req.sid);
+          init = bytes && (codec.decode(bytes) as SessionSnapshot);
+          if (init?.seq !== req.seq)
+            throw new FtmError(
+              `${req.sid}: the stored snapshot is at seq ${init?.seq ?? 'none'}, not ${req.seq}`,
+            );
+        }
         if (sessions.has(req.sid))
           throw new SessionExistsError(`session ${req.sid} already on host ${hostId}`);
         assertRoom();
@@ -1027,7 +1059,7 @@ export async function createHost(options: HostOptions): Promise<Host> {
           codec,
           actorNamed(req.actor),
           req.sid,
-          req.op === 'attach' ? { ...req, state: freeze(req.state, true) } : undefined,
+          init && { ...init, state: freeze(init.state, true) },
           onError,
           replicaSource(req.sid),
         );

@@ -195,11 +195,11 @@ describe('ownership races and planned handoff (hosts in this process)', function
     }
   });
 
-  it('a state too big for one NATS message still gets a new standby, and a cold restore of it one too', async () => {
+  it('a state too big for one NATS message still gets a standby: opened so, re-protected, restored', async () => {
     // 24 commits of 100 KiB: each frame fits a NATS message, the 2.4 MiB state does not.
     const blob = defineActor({
       name: 'blob',
-      initialState: { parts: [] as string[] },
+      initialState: (init) => ({ parts: (init as string[] | undefined) ?? [] }),
       handlers: {
         put: (state, n: number) => void state.parts.push(String(n % 10).repeat(100 * 1024)),
         size: (state) => state.parts.length,
@@ -207,6 +207,15 @@ describe('ownership races and planned handoff (hosts in this process)', function
     });
     const a = await host('big-a', { actors: [blob] });
     const b = await host('big-b', { actors: [blob] });
+    // Opened with a 2.4 MiB initial state: the standby takes it from the snapshot store.
+    const parts = Array.from({ length: 24 }, (_, i) => String(i % 10).repeat(100 * 1024));
+    await a.openSession('blob', 'big-init', { standby: 'big-b', init: parts });
+    assert.equal(await a.request('big-init', 'size'), 24);
+    await until(() => b.info('big-init')?.seq === a.info('big-init')?.seq, {
+      message: 'big-b holds the initial state',
+    });
+    assert.equal(b.hash('big-init'), a.hash('big-init'));
+
     await a.openSession('blob', 'big', { standby: 'big-b' });
     for (let i = 0; i < 24; i++) await a.request('big', 'put', i);
     const c = await host('big-c', { actors: [blob] });
