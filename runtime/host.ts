@@ -200,6 +200,8 @@ type ControlRequest =
   | { op: 'promote'; sid: string; from: string }
   | { op: 'reprotect'; sid: string; exclude: string[] }
   | { op: 'detach'; sid: string }
+  /** The record names the receiver the standby of `sid`, at `revision`. */
+  | { op: 'named'; sid: string; revision: number }
   | { op: 'inspect'; sid: string }
   | { op: 'failovers' }
   | { op: 'drain' };
@@ -506,19 +508,34 @@ export async function createHost(options: HostOptions): Promise<Host> {
     return { primaries, standbys: sessions.size - primaries, capacity, draining };
   };
 
-  /** Changes a session's record by compare-and-swap; gives up when `change` returns undefined. */
+  /**
+   * Changes a session's record by compare-and-swap; gives up when `change`
+   * returns undefined. Resolves with the record written and its revision.
+   */
   const updateRecord = async (
     sid: string,
     change: (r: OwnerRecord) => OwnerRecord | undefined,
-  ): Promise<OwnerRecord | undefined> => {
+  ): Promise<Owned | undefined> => {
     let owned = ownership.view.get(sid) ?? (await ownership.get(sid));
     for (let attempt = 0; owned && attempt < 5; attempt++) {
       const next = change(owned.record);
       if (!next) return undefined;
-      if ((await ownership.swap(sid, next, owned.revision)) !== undefined) return next;
+      const revision = await ownership.swap(sid, next, owned.revision);
+      if (revision !== undefined) return { record: next, revision };
       owned = await ownership.get(sid);
     }
     return undefined;
+  };
+
+  /**
+   * Tells a standby that the record now names it (at `revision`), over core
+   * NATS: it acknowledges from then on. Its ownership watch would tell it
+   * too, but that is a JetStream consumer, re-created for seconds when a
+   * NATS node dies; the replies must not wait for it.
+   */
+  const tellNamed = (standby: string, sid: string, revision: number) => {
+    if (standby && standby !== hostId)
+      request(standby, { op: 'named', sid, revision }).catch(() => undefined);
   };
 
   const fenced = (sid: string, primary: PrimarySession, epoch: number) => {
@@ -608,6 +625,7 @@ export async function createHost(options: HostOptions): Promise<Host> {
       return undefined;
     }
     primary.standbyHost = standby ?? '';
+    if (standby) tellNamed(standby, primary.sid, recorded.revision);
     trace(
       `${primary.sid}: epoch ${primary.epoch} standby ${standby || 'none'} recorded at seq ${primary.seq}`,
     );
@@ -712,21 +730,21 @@ export async function createHost(options: HostOptions): Promise<Host> {
     const replica = sessions.get(sid);
     if (replica?.role !== 'standby' || isBusy(sid)) return undefined;
     claim(sid, replica);
-    let record: OwnerRecord | undefined;
+    let owned: Owned | undefined;
     try {
-      record = await updateRecord(sid, (r) =>
+      owned = await updateRecord(sid, (r) =>
         r.primary === from && r.standby === hostId
           ? { ...r, primary: hostId, standby: '', epoch: Math.max(r.epoch, replica.epoch) + 1 }
           : undefined,
       );
     } finally {
-      if (!record) release(sid, replica);
+      if (!owned) release(sid, replica);
     }
-    if (!record || sessions.get(sid) !== replica) {
+    if (!owned || sessions.get(sid) !== replica) {
       release(sid, replica);
       return undefined;
     }
-    const epoch = record.epoch;
+    const epoch = owned.record.epoch;
     // From here on, in one synchronous block: the state we start from (the
     // replica's own objects, handed over without a copy), the frames the old
     // primary's log may lack, and the inputs no commit covered, queued until
@@ -904,11 +922,12 @@ export async function createHost(options: HostOptions): Promise<Host> {
       if (standby) primary.standbyHost = standby;
       primary.serve();
       rec.replayedAt = preciseNow();
-      await updateRecord(sid, (r) =>
+      const named = await updateRecord(sid, (r) =>
         r.primary === hostId && r.epoch === epoch
           ? { ...r, standby: primary.standbyHost }
           : undefined,
       );
+      if (named) tellNamed(primary.standbyHost, sid, named.revision);
       rec.standby = primary.standbyHost;
       if (standby) rec.reprotectedAt = preciseNow();
       history.push(rec);
@@ -1093,6 +1112,11 @@ export async function createHost(options: HostOptions): Promise<Host> {
         const primary = primaryOf(req.sid);
         return { standby: (await protect(primary, req.exclude)) ?? '' };
       }
+      case 'named': {
+        const s = sessions.get(req.sid);
+        if (s?.role === 'standby' && req.revision > s.attachedAfter) s.confirm();
+        return { ok: true };
+      }
       case 'detach': {
         const s = sessions.get(req.sid);
         if (s?.role === 'standby') {
@@ -1184,12 +1208,13 @@ export async function createHost(options: HostOptions): Promise<Host> {
       opts.standby === undefined,
     );
     try {
-      await ownership.create(sid, {
+      const revision = await ownership.create(sid, {
         actor: actorName,
         primary: hostId,
         standby: standby ?? '',
         epoch: 1,
       });
+      if (standby) tellNamed(standby, sid, revision);
     } catch (err) {
       if (standby) request(standby, { op: 'detach', sid }).catch(() => undefined);
       throw err;
