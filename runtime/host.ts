@@ -816,6 +816,8 @@ export async function createHost(options: HostOptions): Promise<Host> {
     return rec;
   };
 
+  /** Sessions this host is restoring: one attempt loop each. */
+  const restoring = new Set<string>();
   /**
    * Primary and standby are both gone: restore from snapshot + log, if this
    * host is the one chosen. Only on the server's word (the disconnect
@@ -823,8 +825,6 @@ export async function createHost(options: HostOptions): Promise<Host> {
    * would drop what a live standby acknowledged, so a slow host must not
    * trigger one.
    */
-  /** Sessions this host is restoring: one attempt loop each. */
-  const restoring = new Set<string>();
   const restoreIfChosen = (sid: string, record: OwnerRecord, detectedAt: number) => {
     if (!actors.has(record.actor) || capacity === 0 || draining || isBusy(sid)) return;
     const gone = (id: string) => {
