@@ -9,6 +9,7 @@ import {
 import { connectionName } from '../../runtime/membership.ts';
 import { Ownership } from '../../runtime/ownership.ts';
 import { SnapshotStore } from '../../runtime/snapshot-store.ts';
+import { subjects } from '../../runtime/subjects.ts';
 import { createValueCodec } from '../../runtime/codec.ts';
 import { exampleActors } from '../../actors/index.ts';
 import { useNatsServer } from '../helpers/nats.ts';
@@ -193,6 +194,36 @@ describe('ownership races and planned handoff (hosts in this process)', function
     } finally {
       await nc.close();
     }
+  });
+
+  it('a copy attached but not yet named in the record releases no reply', async () => {
+    // nm-b, the recorded standby, acknowledges nothing above seq 3.
+    const a = await host('nm-a', { failover: false });
+    await host('nm-b', { dropAtStandby: (sid, seq) => sid === 'nm' && seq > 3 });
+    const c = await host('nm-c');
+    await a.openSession('counter', 'nm', { standby: 'nm-b' });
+    for (let i = 1; i <= 3; i++) assert.equal(await a.request('nm', 'add', 1), i);
+
+    // nm-c attached the way a re-protection does it, before the record would name it.
+    const nc = await connectNats(nats.url);
+    try {
+      const codec = createValueCodec();
+      const { revision } = (await (await Ownership.open(nc, codec)).get('nm'))!;
+      const sync = { op: 'sync', sid: 'nm', actor: 'counter', after: revision };
+      const answer = codec.decode(
+        (await nc.request(subjects.hostControl('nm-c'), codec.encode(sync), { timeout: 5_000 }))
+          .data,
+      ) as { ok?: boolean };
+      assert.equal(answer.ok, true, JSON.stringify(answer));
+    } finally {
+      await nc.close();
+    }
+    await until(() => c.info('nm')?.seq === 3, { message: 'nm-c holds the state' });
+
+    // nm-c applies the fourth add, but only the recorded standby's ack may release it.
+    const fourth = a.request('nm', 'add', 1, { timeoutMs: 1_000 });
+    await until(() => c.info('nm')?.seq === 4, { message: 'nm-c applied the fourth add' });
+    await assert.rejects(fourth, (err: unknown) => /reply held, no ack/.test(String(err)));
   });
 
   it('a state too big for one NATS message still gets a standby: opened so, re-protected, restored', async () => {
