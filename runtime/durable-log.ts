@@ -19,7 +19,7 @@ const maxBatchBytes = 512 * 1024;
  */
 export class DurableLog {
   private constructor(
-    readonly js: JetStreamClient,
+    private readonly js: JetStreamClient,
     readonly jsm: JetStreamManager,
   ) {}
 
@@ -81,14 +81,22 @@ export class DurableLog {
    */
   async writeKept(sid: string, frames: readonly Uint8Array[], writer: string): Promise<void> {
     if (!frames.length) return;
-    const first = peekSequence(frames[0]!).seq;
+    await this.append(sid, frames, `kept.${writer}`);
+  }
+
+  /**
+   * Publishes one batch of frames; its msgID (`sid.writer.firstSeq`) makes a
+   * retry idempotent. Resolves with the batch's stream seq.
+   */
+  async append(sid: string, frames: readonly Uint8Array[], writer: string): Promise<number> {
     const h = headers();
     h.set('Ftm-Last-Seq', String(peekSequence(frames[frames.length - 1]!).seq));
-    await this.js.publish(subjects.log(sid), encodeBatch(frames), {
-      msgID: `${sid}.kept.${writer}.${first}`,
+    const ack = await this.js.publish(subjects.log(sid), encodeBatch(frames), {
+      msgID: `${sid}.${writer}.${peekSequence(frames[0]!).seq}`,
       headers: h,
       timeout: 2_000,
     });
+    return ack.seq;
   }
 
   /** Deletes the batches of `sid` whose stream seq is below `streamSeq`. */
@@ -190,17 +198,10 @@ export class SessionLog {
   private async publish(frames: Uint8Array[]): Promise<void> {
     const firstSeq = peekSequence(frames[0]!).seq;
     const lastSeq = peekSequence(frames[frames.length - 1]!).seq;
-    const h = headers();
-    h.set('Ftm-Last-Seq', String(lastSeq));
-    const data = encodeBatch(frames);
     for (let attempt = 0; ; attempt++) {
       try {
-        const ack = await this.log.js.publish(subjects.log(this.sid), data, {
-          msgID: `${this.sid}.${this.epoch}.${firstSeq}`,
-          headers: h,
-          timeout: 2_000,
-        });
-        this.batches.push({ streamSeq: ack.seq, lastSeq });
+        const streamSeq = await this.log.append(this.sid, frames, String(this.epoch));
+        this.batches.push({ streamSeq, lastSeq });
         this.loggedSeq = lastSeq;
         this.onLogged(lastSeq);
         return;

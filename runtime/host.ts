@@ -276,6 +276,11 @@ export async function createHost(options: HostOptions): Promise<Host> {
     if (owned?.record.primary !== hostId || owned.record.epoch !== snap.epoch) return false;
     return (await ownership.swap(sid, owned.record, owned.revision)) !== undefined;
   };
+  /** The stored snapshot of `sid`, decoded; undefined when there is none. */
+  const storedSnapshot = async (sid: string): Promise<SessionSnapshot | undefined> => {
+    const bytes = await snapshots.get(sid);
+    return bytes && (codec.decode(bytes) as SessionSnapshot);
+  };
   /** Set once the failover machinery below exists; a timer calls it twice a second. */
   const sweep: { heal?: (now: number) => void } = {};
   // Log flushes and retransmissions run on a timer armed only while some
@@ -317,9 +322,9 @@ export async function createHost(options: HostOptions): Promise<Host> {
       const answer = await control(sid, { op: 'snapshot' });
       if (answer.stored === undefined) return answer;
       // Above max_payload: the primary wrote it to the snapshot store instead.
-      const stored = await snapshots.get(sid);
+      const stored = await storedSnapshot(sid);
       if (!stored) throw new FtmError(`${sid}: the primary's stored snapshot is gone`);
-      return { ...(codec.decode(stored) as SessionSnapshot), logged: answer.logged };
+      return { ...stored, logged: answer.logged };
     },
     ...(options.dropAtStandby ? { drop: (seq: number) => options.dropAtStandby!(sid, seq) } : {}),
   });
@@ -419,16 +424,13 @@ export async function createHost(options: HostOptions): Promise<Host> {
     let snap: SessionSnapshot;
     let frames: CommitFrame[];
     for (let attempt = 0; ; attempt++) {
-      const stored = await snapshots.get(sid);
-      snap = stored
-        ? (codec.decode(stored) as SessionSnapshot)
-        : {
-            actor: actorName,
-            state: actor.initialState(undefined),
-            seq: 0,
-            epoch: 1,
-            meta: emptyMeta(),
-          };
+      snap = (await storedSnapshot(sid)) ?? {
+        actor: actorName,
+        state: actor.initialState(undefined),
+        seq: 0,
+        epoch: 1,
+        meta: emptyMeta(),
+      };
       frames = [];
       for (const bytes of await log.read(sid, snap.seq)) {
         const f = decodeFrame(bytes);
@@ -1063,8 +1065,7 @@ export async function createHost(options: HostOptions): Promise<Host> {
       case 'sync': {
         let init: SessionSnapshot | undefined = req.op === 'attach' ? req : undefined;
         if (req.op === 'attach-stored') {
-          const bytes = await snapshots.get(req.sid);
-          init = bytes && (codec.decode(bytes) as SessionSnapshot);
+          init = await storedSnapshot(req.sid);
           if (init?.seq !== req.seq)
             throw new FtmError(
               `${req.sid}: the stored snapshot is at seq ${init?.seq ?? 'none'}, not ${req.seq}`,
