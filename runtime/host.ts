@@ -540,6 +540,27 @@ export async function createHost(options: HostOptions): Promise<Host> {
       request(standby, { op: 'named', sid, revision }).catch(() => undefined);
   };
 
+  /**
+   * Drops this host's standby copy that the record no longer names. What it
+   * acknowledged may have been released while the primary's log lagged: it
+   * is logged first, or a crash of the primary now would leave a restore
+   * without it.
+   */
+  const dropCopy = (sid: string, s: ReplicaSession) => {
+    const kept = s.unlogged();
+    s.close();
+    if (sessions.get(sid) === s) sessions.delete(sid);
+    trace(
+      `${sid}: standby copy at seq ${s.seq} dropped, the record no longer names it; ${kept ? `${kept.frames.length} kept frames above ${kept.logged} logged` : 'kept frames incomplete'}`,
+    );
+    if (kept?.frames.length)
+      log
+        .writeKept(sid, kept.frames, hostId)
+        .catch((err: unknown) =>
+          onError(new FtmError(`${sid}: logging the dropped standby's frames`, { cause: err })),
+        );
+  };
+
   const fenced = (sid: string, primary: PrimarySession, epoch: number) => {
     if (sessions.get(sid) === primary) sessions.delete(sid);
     trace(
@@ -622,10 +643,14 @@ export async function createHost(options: HostOptions): Promise<Host> {
         ? { ...r, standby: standby ?? '' }
         : undefined,
     );
-    if (!recorded || primary.isFenced) {
+    // Not recorded: the copy we attached is nobody's standby. Recorded but
+    // fenced since: it is the newer epoch's business (maybe that very standby
+    // took over), so it stays.
+    if (!recorded) {
       if (standby) request(standby, { op: 'detach', sid: primary.sid }).catch(() => undefined);
       return undefined;
     }
+    if (primary.isFenced) return undefined;
     primary.standbyHost = standby ?? '';
     if (standby) tellNamed(standby, primary.sid, recorded.revision);
     trace(
@@ -742,8 +767,25 @@ export async function createHost(options: HostOptions): Promise<Host> {
     } finally {
       if (!owned) release(sid, replica);
     }
+    // Lost: a copy the record stopped naming while we tried (the watch left
+    // it alone, busy as it was) goes now.
+    const now = ownership.view.get(sid);
+    if (
+      !owned &&
+      sessions.get(sid) === replica &&
+      now &&
+      now.record.standby !== hostId &&
+      now.revision > replica.attachedAfter
+    )
+      dropCopy(sid, replica);
     if (!owned || sessions.get(sid) !== replica) {
       release(sid, replica);
+      if (owned)
+        onError(
+          new FtmError(
+            `${sid}: epoch ${owned.record.epoch} recorded for this host, but its copy went meanwhile`,
+          ),
+        );
       return undefined;
     }
     const epoch = owned.record.epoch;
@@ -1032,21 +1074,7 @@ export async function createHost(options: HostOptions): Promise<Host> {
       !isBusy(sid) &&
       (owned?.revision ?? Infinity) > s.attachedAfter
     ) {
-      // What we acknowledged may have been released while the primary's log
-      // lagged: log it before the copy goes, or a crash of the primary now
-      // would leave a restore without it.
-      const kept = s.unlogged();
-      s.close();
-      sessions.delete(sid);
-      trace(
-        `${sid}: standby copy at seq ${s.seq} dropped, the record no longer names it; ${kept ? `${kept.frames.length} kept frames above ${kept.logged} logged` : 'kept frames incomplete'}`,
-      );
-      if (kept?.frames.length)
-        log
-          .writeKept(sid, kept.frames, hostId)
-          .catch((err: unknown) =>
-            onError(new FtmError(`${sid}: logging the dropped standby's frames`, { cause: err })),
-          );
+      dropCopy(sid, s);
     }
   });
   const servers = typeof options.nats === 'string' ? options.nats : nc.getServer();
@@ -1120,7 +1148,8 @@ export async function createHost(options: HostOptions): Promise<Host> {
       }
       case 'detach': {
         const s = sessions.get(req.sid);
-        if (s?.role === 'standby') {
+        // A copy being promoted stays: its compare-and-swap decides, not the request.
+        if (s?.role === 'standby' && !isBusy(req.sid)) {
           s.close();
           sessions.delete(req.sid);
         }
