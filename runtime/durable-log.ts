@@ -1,144 +1,106 @@
-import { headers, type NatsConnection } from '@nats-io/transport-node';
-import {
-  jetstream,
-  jetstreamManager,
-  type JetStreamClient,
-  type JetStreamManager,
-} from '@nats-io/jetstream';
-import { subjects, storeNames } from './subjects.ts';
-import { FtmError } from './errors.ts';
-import { decodeBatch, encodeBatch, peekSequence } from './wire.ts';
+import type { Clock, LogPort } from './ports.ts';
+import { FtmError, LogConflictError } from './errors.ts';
+import { sleep } from './retry.ts';
+import { encodeBatch, encodeEpochMarker, peekSequence, FrameKind } from './wire.ts';
 
 /** Batches above this size are split, well under the 1 MiB client default payload. */
 const maxBatchBytes = 512 * 1024;
 
+/** How a writer's first append names the log's last message (PROTOCOL.md, "The log is fenced"). */
+export type LogStart =
+  /**
+   * A new epoch (open, promotion, hand-off): its first batch begins with an
+   * epoch marker from `from` and the `kept` frames; `expectLast` is the
+   * subject's last message as the writer believes it (undefined: read it).
+   * A refusal of that first batch means another writer appended meanwhile:
+   * the writer reads the last message again and retries, so the marker
+   * lands after everything the old epoch managed to write.
+   */
+  | {
+      type: 'new-epoch';
+      from: number;
+      logged: number;
+      kept: readonly Uint8Array[];
+      expectLast?: number;
+    }
+  /** The marker is already stored at `lastStreamSeq` (a restore writes it before serving). */
+  | { type: 'marked'; logged: number; lastStreamSeq: number };
+
 /**
- * The durable log: commit frames of a session, batched into JetStream messages
- * on `ftm.log.<sid>` off the hot path. A batch's msgID (`sid.writerEpoch.firstSeq`)
- * makes a retried publish idempotent.
+ * Writes a restore's epoch marker: epoch `epoch` continues from `from`,
+ * after the message at `expectLast` (the last one the restorer read).
+ * Resolves with the marker's stream seq.
+ * @throws LogConflictError when the log grew since that read: read again
  */
-export class DurableLog {
-  private constructor(
-    private readonly js: JetStreamClient,
-    readonly jsm: JetStreamManager,
-  ) {}
-
-  /** Binds to (and creates if missing) the log stream. Do this at start-up, never on the hot path. */
-  static async open(nc: NatsConnection, replicas = 1): Promise<DurableLog> {
-    const jsm = await jetstreamManager(nc);
-    try {
-      await jsm.streams.info(storeNames.logStream);
-    } catch {
-      await jsm.streams.add({
-        name: storeNames.logStream,
-        subjects: [subjects.logAll],
-        num_replicas: replicas,
-      });
-    }
-    return new DurableLog(jetstream(nc), jsm);
-  }
-
-  /**
-   * Reads every logged frame of `sid` with seq > `after`, in order.
-   * @throws when JetStream does not answer or delivers less than it holds:
-   *   an empty result means an empty log, never a failed read
-   */
-  async read(sid: string, after: number): Promise<Uint8Array[]> {
-    const subject = subjects.log(sid);
-    // null when the session has no batch at all; a failure throws.
-    const last = await this.jsm.streams.getMessage(storeNames.logStream, {
-      last_by_subj: subject,
-    });
-    if (!last) return [];
-    const consumer = await this.js.consumers.get(storeNames.logStream, {
-      filter_subjects: subject,
-    });
-    const frames: Uint8Array[] = [];
-    let seen = 0;
-    while (seen < last.seq) {
-      const batch = await consumer.fetch({ max_messages: 256, expires: 2_000 });
-      let got = 0;
-      for await (const m of batch) {
-        got++;
-        seen = m.seq;
-        for (const f of decodeBatch(m.data))
-          if (peekSequence(f).seq > after) frames.push(f.slice());
-        if (seen >= last.seq) break;
-      }
-      if (got === 0)
-        throw new FtmError(
-          `log of ${sid}: read stopped at stream seq ${seen} of ${last.seq}; JetStream may be electing a leader, retry`,
-        );
-    }
-    return frames;
-  }
-
-  /**
-   * Writes frames a replica holds, for a writer that is not the session's
-   * primary: a standby dropping its copy logs what it acknowledged first. The
-   * frames are the primary's own, byte for byte: where the primary logs them
-   * too, a reader keeps one per seq.
-   */
-  async writeKept(sid: string, frames: readonly Uint8Array[], writer: string): Promise<void> {
-    if (!frames.length) return;
-    await this.append(sid, frames, `kept.${writer}`);
-  }
-
-  /**
-   * Publishes one batch of frames; its msgID (`sid.writer.firstSeq`) makes a
-   * retry idempotent. Resolves with the batch's stream seq.
-   */
-  async append(sid: string, frames: readonly Uint8Array[], writer: string): Promise<number> {
-    const h = headers();
-    h.set('Ftm-Last-Seq', String(peekSequence(frames[frames.length - 1]!).seq));
-    const ack = await this.js.publish(subjects.log(sid), encodeBatch(frames), {
-      msgID: `${sid}.${writer}.${peekSequence(frames[0]!).seq}`,
-      headers: h,
-      timeout: 2_000,
-    });
-    return ack.seq;
-  }
-
-  /** Deletes the batches of `sid` whose stream seq is below `streamSeq`. */
-  async purgeBefore(sid: string, streamSeq: number): Promise<void> {
-    await this.jsm.streams.purge(storeNames.logStream, {
-      filter: subjects.log(sid),
-      seq: streamSeq,
-    });
-  }
+export async function writeMarker(
+  port: LogPort,
+  sid: string,
+  epoch: number,
+  from: number,
+  expectLast: number,
+  writer: string,
+): Promise<number> {
+  return port.append(sid, encodeBatch([encodeEpochMarker(epoch, from)]), {
+    msgId: `${sid}.${epoch}.${writer}.m${from}`,
+    expectLast,
+  });
 }
 
 /**
- * One session's writer to the log. Frames are appended synchronously on the
- * hot path; `flush()` publishes what is pending as one batch, one batch in
- * flight at a time so the log keeps commit order.
+ * One session's writer to the log, for one epoch. Frames are appended
+ * synchronously on the hot path; `flush()` publishes what is pending as one
+ * batch, one batch in flight at a time so the log keeps commit order.
+ *
+ * Every batch names the stream seq of the subject's last message (the
+ * writer's own previous batch): JetStream refuses it when another writer
+ * appended since. After this writer's marker landed, such a refusal means a
+ * newer epoch claimed the log: the writer is fenced (`onFenced`) and
+ * writes nothing more.
  */
 export class SessionLog {
   private pending: Uint8Array[] = [];
   private pendingBytes = 0;
   private discarded = false;
   private chain: Promise<void> = Promise.resolve();
-  /** Highest seq the log is known to hold. */
+  /** Highest commit seq the log is known to hold. */
   loggedSeq = 0;
+  /** The stream seq of this writer's last stored message; undefined until its marker landed. */
+  lastStreamSeq: number | undefined;
+  private expectLast: number | undefined;
   /** Published batches not yet purged: stream seq and the last commit seq they hold. */
   readonly batches: { streamSeq: number; lastSeq: number }[] = [];
+  /** Names this writer's batches: a retry is idempotent, another writer's batch never a duplicate. */
+  private readonly writer: string;
 
   constructor(
-    private readonly log: DurableLog,
+    private readonly port: LogPort,
     readonly sid: string,
-    /**
-     * The epoch of the primary writing: it names the batches. A promoted
-     * primary's first batch may start with its predecessor's frames (see
-     * ReplicaSession.unlogged); named by the writer, it cannot be taken for a
-     * duplicate of a batch the predecessor published at the same seq.
-     */
     readonly epoch: number,
+    start: LogStart,
+    writerId: string,
+    private readonly clock: Clock,
     private readonly onLogged: (seq: number) => void,
+    private readonly onFenced: (err: LogConflictError) => void,
     private readonly onError: (err: Error) => void,
-  ) {}
+  ) {
+    this.writer = writerId;
+    this.loggedSeq = start.logged;
+    if (start.type === 'marked') {
+      this.lastStreamSeq = this.expectLast = start.lastStreamSeq;
+    } else {
+      this.expectLast = start.expectLast;
+      this.pending.push(encodeEpochMarker(epoch, start.from));
+      for (const f of start.kept) this.append(f);
+    }
+  }
 
   get hasPending(): boolean {
     return this.pending.length > 0;
+  }
+
+  /** True once this writer's epoch marker is stored (its later refusals fence it). */
+  get marked(): boolean {
+    return this.lastStreamSeq !== undefined;
   }
 
   append(frame: Uint8Array): void {
@@ -167,16 +129,6 @@ export class SessionLog {
       );
   }
 
-  /**
-   * A promoted primary's start: the log holds every seq up to `logged`, and
-   * `frames` (its predecessor's, which the replica kept) go out first, in
-   * the next batch.
-   */
-  resumeAfter(logged: number, frames: readonly Uint8Array[]): void {
-    this.loggedSeq = logged;
-    for (const f of frames) this.append(f);
-  }
-
   /** Drops what is pending and refuses later appends: a fenced primary writes nothing more. */
   discard(): void {
     this.discarded = true;
@@ -184,9 +136,13 @@ export class SessionLog {
     this.pendingBytes = 0;
   }
 
+  get isDiscarded(): boolean {
+    return this.discarded;
+  }
+
   /** Resolves once every frame appended before the call is in the log; returns the logged seq. */
   flush(): Promise<number> {
-    if (this.pending.length) {
+    if (this.pending.length && !this.discarded) {
       const frames = this.pending;
       this.pending = [];
       this.pendingBytes = 0;
@@ -196,39 +152,66 @@ export class SessionLog {
   }
 
   private async publish(frames: Uint8Array[]): Promise<void> {
-    const firstSeq = peekSequence(frames[0]!).seq;
-    const lastSeq = peekSequence(frames[frames.length - 1]!).seq;
+    const first = peekSequence(frames[0]!);
+    const head = frames[0]![0] === FrameKind.epoch ? `m${first.seq}` : String(first.seq);
+    const msgId = `${this.sid}.${this.epoch}.${this.writer}.${head}`;
+    let lastCommit = 0;
+    for (const f of frames) if (f[0] === FrameKind.commit) lastCommit = peekSequence(f).seq;
+    const batch = encodeBatch(frames);
     for (let attempt = 0; ; attempt++) {
+      if (this.discarded) return;
       try {
-        const streamSeq = await this.log.append(this.sid, frames, String(this.epoch));
-        this.batches.push({ streamSeq, lastSeq });
-        this.loggedSeq = lastSeq;
-        this.onLogged(lastSeq);
+        this.expectLast ??= await this.port.last(this.sid);
+        const streamSeq = await this.port.append(this.sid, batch, {
+          msgId,
+          expectLast: this.expectLast,
+        });
+        this.lastStreamSeq = this.expectLast = streamSeq;
+        if (lastCommit) {
+          this.batches.push({ streamSeq, lastSeq: lastCommit });
+          this.loggedSeq = Math.max(this.loggedSeq, lastCommit);
+          this.onLogged(this.loggedSeq);
+        }
         return;
       } catch (err) {
+        if (this.discarded) return;
+        if (err instanceof LogConflictError) {
+          if (this.marked) {
+            // A newer epoch's marker stands after our last batch: we are fenced.
+            this.discard();
+            this.onFenced(err);
+            return;
+          }
+          // Our marker has not landed: the old epoch appended since we looked. Look again.
+          this.expectLast = undefined;
+          continue;
+        }
         // msgID makes the retry idempotent. Never skip a batch: a later one
         // would leave a hole in the log and its ack would count for this one
         // too. Retry while JetStream recovers (an election takes seconds);
         // stop only when this writer is discarded (fenced, or its host closed).
-        if (this.discarded) return;
         if (attempt === 5 || (attempt > 5 && attempt % 20 === 0))
           this.onError(
-            new FtmError(`log of ${this.sid}: batch at seq ${firstSeq} not stored yet, retrying`, {
+            new FtmError(`log of ${this.sid}: batch at seq ${first.seq} not stored yet, retrying`, {
               cause: err,
             }),
           );
-        await new Promise((r) => setTimeout(r, Math.min(50 * (attempt + 1), 1_000)));
+        await sleep(this.clock, Math.min(50 * (attempt + 1), 1_000));
       }
     }
   }
 
-  /** Purges the batches whose every commit is at or below `seq` (covered by a snapshot). */
+  /**
+   * Purges the batches whose every commit is at or below `seq` (covered by a
+   * snapshot). Never the subject's last message: it is the next append's
+   * expectation.
+   */
   async purgeUpTo(seq: number): Promise<void> {
     let cut = -1;
     for (let i = 0; i < this.batches.length && this.batches[i]!.lastSeq <= seq; i++) cut = i;
-    if (cut < 0) return;
-    const upTo = this.batches[cut]!.streamSeq + 1;
+    if (cut < 0 || this.lastStreamSeq === undefined) return;
+    const upTo = Math.min(this.batches[cut]!.streamSeq + 1, this.lastStreamSeq);
     this.batches.splice(0, cut + 1);
-    await this.log.purgeBefore(this.sid, upTo);
+    await this.port.purgeBefore(this.sid, upTo);
   }
 }

@@ -66,7 +66,6 @@ export class CorruptPatchError extends FtmError {
   override readonly code = 'corrupt_patch';
 }
 
-/** A frame that is not a valid ftmesh wire frame. */
 /** The payload does not pass the actor's declared check for its message type; nothing was applied. */
 export class InvalidMessageError extends FtmError {
   override name = 'InvalidMessageError';
@@ -79,6 +78,7 @@ export class CapacityError extends FtmError {
   override readonly code = 'capacity';
 }
 
+/** A frame that is not a valid ftmesh wire frame. */
 export class MalformedFrameError extends FtmError {
   override name = 'MalformedFrameError';
   override readonly code = 'malformed_frame';
@@ -104,6 +104,30 @@ export class ClosedError extends FtmError {
   override readonly code = 'closed';
 }
 
+/**
+ * A compare-and-swap on a KV record lost: the record changed since it was
+ * read. Read it again and decide again.
+ */
+export class KvConflictError extends FtmError {
+  override name = 'KvConflictError';
+  override readonly code = 'kv_conflict';
+}
+
+/**
+ * The log refused an append: another writer appended since this one's last
+ * message. For a writer whose epoch marker already landed, it is fenced.
+ */
+export class LogConflictError extends FtmError {
+  override name = 'LogConflictError';
+  override readonly code = 'log_conflict';
+}
+
+/** A wire message of the wrong shape: dropped and counted, never applied. */
+export class MalformedMessageError extends FtmError {
+  override name = 'MalformedMessageError';
+  override readonly code = 'malformed_message';
+}
+
 /** A worker-thread job failed; delivered to the actor as a message, reported here for the host. */
 export class WorkerJobError extends FtmError {
   override name = 'WorkerJobError';
@@ -126,6 +150,9 @@ const byCode: Record<string, new (message: string) => FtmError> = {
   no_responder: NoResponderError,
   closed: ClosedError,
   worker_job_failed: WorkerJobError,
+  kv_conflict: KvConflictError,
+  log_conflict: LogConflictError,
+  malformed_message: MalformedMessageError,
 };
 
 /** The wire form of an error: what a remote caller needs to rebuild it. */

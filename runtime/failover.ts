@@ -40,16 +40,21 @@ export function rendezvous(key: string, candidates: Iterable<string>): string | 
   let best: string | undefined;
   let bestScore = -1;
   for (const c of candidates) {
-    let h = 2166136261;
-    const s = `${key}/${c}`;
-    for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 16777619);
-    const score = h >>> 0;
+    const score = rendezvousScore(key, c);
     if (score > bestScore || (score === bestScore && best !== undefined && c < best)) {
       best = c;
       bestScore = score;
     }
   }
   return best;
+}
+
+/** A candidate's rendezvous score for a key: higher ranks first. */
+export function rendezvousScore(key: string, candidate: string): number {
+  let h = 2166136261;
+  const s = `${key}/${candidate}`;
+  for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 16777619);
+  return h >>> 0;
 }
 
 /** Wall-clock milliseconds with sub-millisecond resolution, for failover timelines. */

@@ -1,224 +1,355 @@
-import { Worker } from 'node:worker_threads';
-import type { NatsConnection, Subscription } from '@nats-io/transport-node';
 import type { ValueCodec } from './codec.ts';
+import { FtmError, InvalidArgumentError, KvConflictError, NoResponderError } from './errors.ts';
+import type { Clock, KvPort, Random, Transport } from './ports.ts';
+import {
+  applyHost,
+  parseHostRecord,
+  type DownCause,
+  type HostChange,
+  type HostLoad,
+  type HostRecord,
+} from './membership-record.ts';
 import { subjects } from './subjects.ts';
-import { preciseNow } from './failover.ts';
+import { rendezvous } from './failover.ts';
+import type { DroppedMessages } from './dropped-messages.ts';
 
-/** How a host was found to be gone. */
-export type DownCause = 'advisory' | 'heartbeat' | 'leave';
+export type { DownCause, HostLoad, HostRecord };
 
-/** What a host says about itself in each heartbeat. */
-export type HostLoad = {
-  /** Sessions it is primary of, and standby of. */
-  primaries: number;
-  standbys: number;
-  /** Most sessions (primaries + standbys) it takes; 0 for a client-only host. */
-  capacity: number;
-  /** A draining host takes no new sessions or standbys. */
-  draining: boolean;
+/** A host as this host's view holds it. */
+export type HostView = {
+  record: HostRecord;
+  revision: number;
+  /** When this host first saw the record in its current state (its clock). */
+  since: number;
+};
+
+/** The NATS connection names of a host: the advisories name the client, this maps it back. */
+export const connectionName = (hostId: string) => `ftm-host-${hostId}`;
+export const livenessConnectionName = (hostId: string) => `ftm-live-${hostId}`;
+const namePattern = /^ftm-(?:host|live)-([A-Za-z0-9_-]{1,128})$/;
+
+export type MembershipDeps = {
+  kv: KvPort;
+  transport: Transport;
+  codec: ValueCodec;
+  clock: Clock;
+  random: Random;
+  dropped: DroppedMessages;
+  onError: (err: FtmError) => void;
+  trace: (line: string) => void;
 };
 
 export type MembershipOptions = {
-  /** Heartbeat period (default 5 ms). */
-  heartbeatIntervalMs?: number;
-  /** A host silent for this long is down (default 25 ms; bench/README.md has the figures). */
-  heartbeatTimeoutMs?: number;
-  /** Watch the $SYS disconnect advisories imported into the app account (default true). */
+  /** Watch the server's disconnect advisories (default true; needs the $SYS import, see infra/). */
   advisories?: boolean;
-  /**
-   * A host without sessions beats this often (default 250 ms) and is down
-   * after 4 periods of silence: it holds nobody's session.
-   */
-  slowHeartbeatIntervalMs?: number;
-  /** A main thread that has not run for this long is hung: its heartbeats stop (default 1,000 ms). */
-  mainHangMs?: number;
+  /** A probe unanswered this long confirms a suspicion (default 8 ms). */
+  probeTimeoutMs?: number;
+  /** A host that does not watch the advisory's host waits this long before it confirms (default 200 ms). */
+  advisoryBackupMs?: number;
 };
 
-/**
- * A live peer: its load as it last reported it, and the times this host
- * picked it since (placements its reports may not show yet).
- */
-type Peer = { load: HostLoad; picked: number[] };
-
-/** A pick not reflected in a report after this long is forgotten (its placement failed). */
-const pickedForgetMs = 1_000;
-
-type FromWorker =
-  | { type: 'ready' | 'stopped' }
-  | { type: 'beat'; id: string; load: Uint8Array }
-  | { type: 'down'; id: string; at: number; cause?: 'leave' };
-
-const count = (load: HostLoad) => load.primaries + load.standbys;
-
-/** The NATS connection name of a host: the advisories name the client, this maps it back. */
-export const connectionName = (hostId: string) => `ftm-host-${hostId}`;
-const namePrefix = 'ftm-host-';
+/** Another process runs with this host id. */
+export class HostIdInUseError extends FtmError {
+  override name = 'HostIdInUseError';
+  override readonly code = 'host_id_in_use';
+}
 
 /**
- * Which hosts are alive. Every host heartbeats on `ftm.hb.<host>`; a host
- * is down when the server reports its connection closed (the $SYS
- * DISCONNECT advisory, milliseconds after a crash) or when its heartbeats
- * stop (a hang or a cut-off). Registration is the heartbeat itself: a host
- * that stops beating expires after the timeout. Only hosts that hold
- * sessions beat fast; one with none (a spare, a client) beats every 250 ms.
- *
- * Heartbeats are sent and watched by a worker thread on a connection of its
- * own (liveness-worker.mjs): the main thread's pauses (GC, a burst of
- * requests) would otherwise look like a hang. The main thread ticks a shared
- * counter; when it stops ticking for `mainHangMs`, the beats stop too.
+ * Which hosts are alive, by verdict: the membership records (KV
+ * `ftm-hosts`), one per host id, changed only by compare-and-swap through
+ * the pure {@link applyHost}. A host joins with a fresh incarnation, reports
+ * its load, and leaves; any host may declare another dead, but only after
+ * confirming its suspicion with a probe, and the verdict is written once.
+ * Every host acts on the record, never on its own suspicion; the host that
+ * reads its own death stops serving (PROTOCOL.md, "Detection and verdicts").
  */
 export class Membership {
-  readonly peers = new Map<string, Peer>();
-  /** Hosts found down and not heard from since, with how: the server's word or missed heartbeats. */
-  readonly down = new Map<string, DownCause>();
-  private readonly subs: Subscription[] = [];
-  private timers: NodeJS.Timeout[] = [];
-  private worker: Worker | undefined;
-  private readonly interval: number;
-  private readonly timeout: number;
+  readonly hosts = new Map<string, HostView>();
+  incarnation: string;
+  /** A host's record changed (joined, load, verdict). */
+  onChange: ((host: string) => void) | undefined;
+  /** This host's own verdict: it must stop serving at once. */
+  onSelfDead: (() => void) | undefined;
+  /** Suspicions a probe answered: a live host taken for silent. */
+  falseSuspicions = 0;
+  private readonly confirming = new Set<string>();
+  /** When each host was first suspected (since it was last seen alive): a failover's detection time. */
+  private readonly suspected = new Map<string, number>();
+  private stopWatch: (() => void) | undefined;
+  private advisories: { unsubscribe(): void } | undefined;
+  private started = 0;
+  private lastLoad: string | undefined;
+  private loadTimer: unknown;
 
   constructor(
-    private readonly nc: NatsConnection,
-    private readonly servers: string | string[],
-    private readonly codec: ValueCodec,
+    private readonly deps: MembershipDeps,
     readonly hostId: string,
-    private readonly load: () => HostLoad,
-    private readonly onDown: (hostId: string, cause: DownCause, at: number) => void,
     private readonly options: MembershipOptions = {},
+    /** Hosts this one watches: an advisory about them is confirmed at once. */
+    private readonly watches: (host: string) => boolean = () => false,
   ) {
-    this.interval = options.heartbeatIntervalMs ?? 5;
-    this.timeout = options.heartbeatTimeoutMs ?? 25;
-  }
-
-  async start(): Promise<void> {
-    if (this.options.advisories ?? true) {
-      this.subs.push(
-        this.nc.subscribe(subjects.disconnectAdvisory, {
-          callback: (_e, m) => {
-            const name = (m.json<{ client?: { name?: string } }>().client?.name ?? '').trim();
-            if (name.startsWith(namePrefix))
-              this.markDown(name.slice(namePrefix.length), 'advisory', preciseNow());
-          },
-        }),
-      );
-    }
-    const ticks = new SharedArrayBuffer(4);
-    const tick = new Int32Array(ticks);
-    // Coarse on purpose: it only has to show within mainHangMs that this thread still runs.
-    this.timers.push(setInterval(() => Atomics.add(tick, 0, 1), 100));
-    const worker = new Worker(new URL('./liveness-worker.mjs', import.meta.url), {
-      workerData: {
-        servers: this.servers,
-        hostId: this.hostId,
-        intervalMs: this.interval,
-        timeoutMs: this.timeout,
-        slowIntervalMs: this.options.slowHeartbeatIntervalMs ?? 250,
-        slowTimeoutMs: 4 * (this.options.slowHeartbeatIntervalMs ?? 250),
-        mainHangMs: this.options.mainHangMs ?? 1_000,
-        ticks,
-      },
-      execArgv: [],
-    });
-    this.worker = worker;
-    const ready = new Promise<void>((resolve, reject) => {
-      worker.once('error', reject);
-      worker.on('message', (m: FromWorker) => {
-        if (m.type === 'ready') resolve();
-        else if (m.type === 'beat') {
-          let peerLoad;
-          try {
-            peerLoad = this.codec.decode(m.load) as HostLoad;
-          } catch {
-            return; // not an ftmesh host's beat: ignore it
-          }
-          // A report whose count grew shows that many of our picks; an
-          // unchanged one (sent before our placement landed) shows none.
-          const before = this.peers.get(m.id);
-          const picked = before?.picked ?? [];
-          const grew = before ? count(peerLoad) - count(before.load) : 0;
-          if (grew > 0) picked.splice(0, grew);
-          this.peers.set(m.id, { load: peerLoad, picked });
-          this.down.delete(m.id);
-        } else if (m.type === 'down') this.markDown(m.id, m.cause ?? 'heartbeat', m.at);
-      });
-    });
-    this.sendLoad();
-    // Loads change slowly; the beats carry the latest one.
-    this.timers.push(setInterval(() => this.sendLoad(), 200));
-    await ready;
-    await this.nc.flush();
-  }
-
-  /** The load for the beats; a host holding sessions beats fast. */
-  private sendLoad(): void {
-    const load = this.load();
-    const fast = load.primaries + load.standbys > 0;
-    this.worker?.postMessage({ type: 'load', load: this.codec.encode(load), fast });
-  }
-
-  /** Tells the others at once (a draining host's new load) instead of at the next beat. */
-  beatNow(): void {
-    this.sendLoad();
-    this.worker?.postMessage({ type: 'beat-now' });
-  }
-
-  private markDown(id: string, cause: DownCause, at: number): void {
-    if (id === this.hostId) return;
-    this.peers.delete(id);
-    const known = this.down.get(id);
-    // Heartbeats first, then the advisory confirms it: report the confirmation too.
-    if (known === cause || known === 'advisory' || known === 'leave') return;
-    this.down.set(id, cause);
-    this.onDown(id, cause, at);
-  }
-
-  isLive(id: string): boolean {
-    return id === this.hostId || this.peers.has(id);
+    this.incarnation = deps.random.hex(6);
   }
 
   /**
-   * The live host with the most room for one more session, never one of
-   * `exclude`; ties broken by id so that choices spread the same way
-   * everywhere. Undefined when no host has room.
+   * Watches the records (resolves once the existing ones are in the view),
+   * claims the host id and joins with `load`. `beforeJoin` runs in between:
+   * a host whose earlier incarnation is still named in ownership records
+   * waits there until they moved on.
+   * @throws HostIdInUseError when a live process answers for this host id
    */
-  pick(exclude: ReadonlySet<string>, self?: HostLoad): string | undefined {
-    const now = performance.now();
-    const candidates: [string, HostLoad, number][] = [...this.peers].map(([id, p]) => {
-      while (p.picked.length && now - p.picked[0]! > pickedForgetMs) p.picked.shift();
-      return [id, p.load, p.picked.length];
-    });
-    if (self) candidates.push([this.hostId, self, 0]);
-    let best: string | undefined;
-    let bestRoom = 0;
-    for (const [id, load, picked] of candidates) {
-      if (exclude.has(id) || load.draining) continue;
-      const room = load.capacity - count(load) - picked;
-      if (room <= 0) continue;
-      if (best === undefined || room > bestRoom || (room === bestRoom && id < best)) {
-        best = id;
-        bestRoom = room;
-      }
+  async start(
+    load: () => HostLoad,
+    beforeJoin: () => Promise<void> = () => Promise.resolve(),
+  ): Promise<void> {
+    await this.watchOnly();
+    await this.claimId();
+    await beforeJoin();
+    await this.join(load());
+    if (this.options.advisories ?? true) {
+      this.advisories = this.deps.transport.subscribe(subjects.disconnectAdvisory, (m) =>
+        this.onAdvisory(m.data),
+      );
     }
-    // Count the choice at once: the next pick, before the host reports it, spreads further.
-    if (best !== undefined) this.peers.get(best)?.picked.push(now);
-    return best;
   }
 
-  /** Stops the beats (others see this host expire) and the worker. */
-  async stop(): Promise<void> {
-    for (const t of this.timers) clearInterval(t);
-    this.timers = [];
-    for (const s of this.subs) s.unsubscribe();
-    this.subs.length = 0;
-    const worker = this.worker;
-    this.worker = undefined;
-    if (!worker) return;
-    const stopped = new Promise<void>((resolve) => {
-      worker.on('message', (m: FromWorker) => m.type === 'stopped' && resolve());
-      worker.once('exit', () => resolve());
+  /**
+   * An earlier process under this host id that is still recorded alive: if
+   * it answers a probe, the id is taken; if not, it is declared dead here
+   * (its standbys take over) before this process joins.
+   * @throws HostIdInUseError
+   */
+  private async claimId(): Promise<void> {
+    const known = await this.read(this.hostId);
+    if (known?.record.state !== 'alive' || known.record.incarnation === this.incarnation) return;
+    if (await this.answers(this.hostId, known.record.incarnation))
+      throw new HostIdInUseError(
+        `host id ${this.hostId} is in use by a live process: pick another id`,
+      );
+    await this.write(this.hostId, {
+      type: 'declare-dead',
+      incarnation: known.record.incarnation,
+      cause: 'advisory',
+      by: this.hostId,
     });
-    worker.postMessage({ type: 'stop' });
-    await Promise.race([stopped, new Promise((r) => setTimeout(r, 500))]);
-    await worker.terminate();
+  }
+
+  /** Watches the records without joining (a client); resolves once the existing ones are in the view. */
+  async watchOnly(): Promise<void> {
+    this.started = this.deps.clock.now();
+    const w = await this.deps.kv.watch(
+      (e) => this.onEntry(e.key, e.value, e.revision),
+      (err) =>
+        this.deps.onError(new FtmError(`membership watch ended: ${err.message}`, { cause: err })),
+    );
+    this.stopWatch = () => w.stop();
+  }
+
+  private onEntry(key: string, value: Uint8Array | undefined, revision: number): void {
+    const known = this.hosts.get(key);
+    if (known && known.revision >= revision) return;
+    if (!value) {
+      this.hosts.delete(key);
+      this.onChange?.(key);
+      return;
+    }
+    let record: HostRecord;
+    try {
+      record = parseHostRecord(this.deps.codec.decode(value));
+    } catch (err) {
+      return this.deps.dropped.drop(`$KV.ftm-hosts.${key}`, err);
+    }
+    const sameState =
+      known &&
+      known.record.state === record.state &&
+      known.record.incarnation === record.incarnation;
+    this.hosts.set(key, {
+      record,
+      revision,
+      since: sameState ? known.since : this.deps.clock.now(),
+    });
+    if (record.state === 'alive' && !sameState) this.suspected.delete(key);
+    if (key === this.hostId && record.state === 'dead' && record.incarnation === this.incarnation) {
+      this.deps.trace(`this host was declared dead (${record.cause}, by ${record.by || 'itself'})`);
+      this.onSelfDead?.();
+    }
+    this.onChange?.(key);
+  }
+
+  /** Joins (again) as `incarnation` with `load`. */
+  async join(load: HostLoad, incarnation = this.incarnation): Promise<void> {
+    this.incarnation = incarnation;
+    if (!(await this.write(this.hostId, { type: 'join', incarnation, load })))
+      throw new FtmError(
+        `host ${this.hostId} could not join: ${JSON.stringify(this.hosts.get(this.hostId)?.record)}`,
+      );
+    this.lastLoad = JSON.stringify(load);
+  }
+
+  /** Reports a changed load, at most every 100 ms (placement needs it soon, not at once). */
+  reportLoad(load: HostLoad): void {
+    const json = JSON.stringify(load);
+    if (json === this.lastLoad || this.loadTimer !== undefined) return;
+    this.loadTimer = this.deps.clock.setTimeout(() => {
+      this.loadTimer = undefined;
+      const latest = this.latestLoad?.() ?? load;
+      const now = JSON.stringify(latest);
+      if (now === this.lastLoad) return;
+      this.lastLoad = now;
+      this.write(this.hostId, {
+        type: 'report',
+        incarnation: this.incarnation,
+        load: latest,
+      }).catch((err: unknown) =>
+        this.deps.onError(new FtmError('load report failed', { cause: err })),
+      );
+    }, 100);
+  }
+
+  /** Where {@link reportLoad} reads the load when its timer fires. */
+  latestLoad: (() => HostLoad) | undefined;
+
+  /** Marks this host dead (cause `leave`): its watchers take over at once. */
+  async leave(): Promise<void> {
+    await this.write(this.hostId, { type: 'leave', incarnation: this.incarnation });
+  }
+
+  isAlive(id: string): boolean {
+    return this.hosts.get(id)?.record.state === 'alive';
+  }
+
+  /**
+   * How long `id` has been dead by verdict, in ms; undefined while it is
+   * alive. A host with no record is taken as dead since this host started.
+   */
+  deadFor(id: string): number | undefined {
+    const v = this.hosts.get(id);
+    if (v?.record.state === 'alive') return undefined;
+    return this.deps.clock.now() - (v?.since ?? this.started);
+  }
+
+  /** Live hosts, this one included. */
+  liveHosts(): string[] {
+    return [...this.hosts]
+      .filter(([, v]) => v.record.state === 'alive')
+      .map(([id]) => id)
+      .sort();
+  }
+
+  /**
+   * A suspicion (silence, or the server's disconnect advisory): probe the
+   * suspect, and when it does not answer, declare it dead by compare-and-swap.
+   * Resolves whether this call wrote the verdict.
+   */
+  async confirm(id: string, cause: DownCause, at = this.deps.clock.now()): Promise<boolean> {
+    const v = this.hosts.get(id);
+    if (id === this.hostId || v?.record.state !== 'alive' || this.confirming.has(id)) return false;
+    if (!this.suspected.has(id)) this.suspected.set(id, at);
+    this.confirming.add(id);
+    try {
+      if (await this.answers(id, v.record.incarnation)) {
+        this.suspected.delete(id);
+        this.falseSuspicions++;
+        this.deps.trace(`host ${id} suspected (${cause}) but answered its probe`);
+        return false;
+      }
+      const wrote = await this.write(id, {
+        type: 'declare-dead',
+        incarnation: v.record.incarnation,
+        cause,
+        by: this.hostId,
+      });
+      if (wrote) this.deps.trace(`host ${id} declared dead (${cause})`);
+      return wrote;
+    } finally {
+      this.confirming.delete(id);
+    }
+  }
+
+  /** Whether `id`'s liveness worker answers a probe as `incarnation` within the probe timeout. */
+  private async answers(id: string, incarnation: string): Promise<boolean> {
+    try {
+      const answer = await this.deps.transport.request(
+        subjects.probe(id),
+        new Uint8Array(0),
+        this.options.probeTimeoutMs ?? 8,
+      );
+      return new TextDecoder().decode(answer) === incarnation;
+    } catch (err) {
+      if (err instanceof NoResponderError || (err as FtmError).code === 'request_timeout')
+        return false;
+      throw err;
+    }
+  }
+
+  /** When `id` was first suspected before its verdict (this host's clock); undefined if never here. */
+  suspectedAt(id: string): number | undefined {
+    return this.suspected.get(id);
+  }
+
+  private onAdvisory(data: Uint8Array): void {
+    // Untrusted: anything but the server's JSON naming one of our connections is dropped.
+    const parsed = JSON.parse(new TextDecoder().decode(data)) as { client?: { name?: unknown } };
+    const name = parsed?.client?.name;
+    if (typeof name !== 'string')
+      throw new InvalidArgumentError('an advisory without a client name');
+    const id = namePattern.exec(name.trim())?.[1];
+    if (!id || id === this.hostId || !this.isAlive(id)) return;
+    const at = this.deps.clock.now();
+    // Those who watch the host, and one host chosen by rendezvous, confirm at
+    // once; the others only if the verdict has not come after a while.
+    const first =
+      rendezvous(
+        id,
+        this.liveHosts().filter((h) => h !== id),
+      ) === this.hostId;
+    const confirm = () => {
+      this.confirm(id, 'advisory', at).catch((err: unknown) =>
+        this.deps.onError(new FtmError(`confirming ${id} gone`, { cause: err })),
+      );
+    };
+    if (first || this.watches(id)) confirm();
+    else
+      this.deps.clock.setTimeout(
+        () => this.isAlive(id) && confirm(),
+        this.options.advisoryBackupMs ?? 200,
+      );
+  }
+
+  private async read(id: string): Promise<HostView | undefined> {
+    const e = await this.deps.kv.get(id);
+    if (!e?.value) return undefined;
+    const record = parseHostRecord(this.deps.codec.decode(e.value));
+    const view = { record, revision: e.revision, since: this.deps.clock.now() };
+    const known = this.hosts.get(id);
+    if (!known || known.revision < e.revision) this.onEntry(id, e.value, e.revision);
+    return view;
+  }
+
+  /** Applies `change` to `id`'s record by compare-and-swap; resolves whether it landed. */
+  private async write(id: string, change: HostChange): Promise<boolean> {
+    let known = this.hosts.get(id) ?? (await this.read(id));
+    for (let attempt = 0; attempt < 5; attempt++) {
+      const next = applyHost(known?.record, change);
+      if (next.refused) return false;
+      try {
+        const bytes = this.deps.codec.encode(next.record);
+        const revision = known
+          ? await this.deps.kv.update(id, bytes, known.revision)
+          : await this.deps.kv.create(id, bytes);
+        this.onEntry(id, bytes, revision);
+        return true;
+      } catch (err) {
+        if (!(err instanceof KvConflictError)) throw err;
+        known = await this.read(id);
+      }
+    }
+    return false;
+  }
+
+  stop(): void {
+    this.stopWatch?.();
+    this.advisories?.unsubscribe();
+    if (this.loadTimer !== undefined) this.deps.clock.clearTimeout(this.loadTimer);
   }
 }

@@ -1,146 +1,128 @@
-import type { NatsConnection } from '@nats-io/transport-node';
-import { Kvm, type KV } from '@nats-io/kv';
 import type { ValueCodec } from './codec.ts';
-import { SessionExistsError } from './errors.ts';
-import { storeNames } from './subjects.ts';
+import { KvConflictError } from './errors.ts';
+import type { KvPort } from './ports.ts';
+import { apply, parseOwnerRecord, type OwnerChange, type OwnerRecord } from './ownership-record.ts';
 
-/** Who serves a session in which epoch. Changed only by compare-and-swap. */
-export type OwnerRecord = {
-  actor: string;
-  primary: string;
-  /** Empty while the session has no standby (after a failover, before re-protection). */
-  standby: string;
-  epoch: number;
-};
+export type { OwnerRecord, OwnerChange };
 
 /** A record with the KV revision a compare-and-swap must name. */
 export type Owned = { record: OwnerRecord; revision: number };
 
-const wrongLastSequence = 10071;
-
-function isCasConflict(err: unknown): boolean {
-  const e = err as { code?: unknown; message?: unknown };
-  return e?.code === wrongLastSequence || /wrong last sequence/i.test(String(e?.message));
-}
+/** What {@link Ownership.change} did. */
+export type ChangeResult =
+  { ok: true; owned: Owned } | { ok: false; reason: string; owned: Owned | undefined };
 
 /**
- * The ownership records in the JetStream KV bucket `ftm-owners`, with a
- * local view kept current by a watch: every host knows every session's
- * primary, standby and epoch, which is what failover and fencing decide on.
+ * The ownership records (KV `ftm-owners`), with a local view kept current
+ * by a watch, and an index of the sessions each host is named in. Every
+ * write goes through the pure {@link apply} and a compare-and-swap on the
+ * revision it was computed from.
  */
 export class Ownership {
-  /** The latest record of every session, as the watch delivered it. */
+  /** The latest record of every session, as the watch (or our own writes) delivered it. */
   readonly view = new Map<string, Owned>();
+  /** host id → the sessions whose record names it (primary or standby). */
+  private readonly byHost = new Map<string, Set<string>>();
   private stopWatch: (() => void) | undefined;
 
-  private constructor(
-    private readonly kv: KV,
+  constructor(
+    private readonly kv: KvPort,
     private readonly codec: ValueCodec,
+    /** Records that do not decode: dropped and counted, never in the view. */
+    private readonly onMalformed: (key: string, err: unknown) => void,
   ) {}
 
-  /** Binds to (creates if missing) the bucket. At start-up only: an R3 bucket takes 0.3–0.6 s. */
-  static async open(nc: NatsConnection, codec: ValueCodec, replicas = 1): Promise<Ownership> {
-    const kv = await new Kvm(nc).create(storeNames.owners, { replicas, history: 1 });
-    return new Ownership(kv, codec);
-  }
-
   /**
-   * Starts the watch; `onChange` sees every later change (and, once, every
-   * record that exists when the watch starts). Resolves once the initial
-   * records are in the view.
+   * Starts the watch; `onChange` sees every later change of a session's
+   * record. Resolves once the records that existed when it started are in
+   * the view (the watch's own signal, not a delay).
    */
-  async watch(
-    onChange: (sid: string, owned: Owned | undefined, previous: Owned | undefined) => void,
-  ): Promise<void> {
-    const iter = await this.kv.watch({ key: '>' });
-    this.stopWatch = () => iter.stop();
-    let ready = (): void => undefined;
-    const initial = new Promise<void>((r) => (ready = r));
-    void (async () => {
-      try {
-        await this.follow(iter, onChange, ready);
-      } catch (err) {
-        // The watch ends with the connection; a host being closed does not care.
-        this.onWatchError?.(err as Error);
+  async watch(onChange: (sid: string) => void, onError: (err: Error) => void): Promise<void> {
+    const w = await this.kv.watch((e) => {
+      let owned: Owned | undefined;
+      if (e.value) {
+        try {
+          owned = { record: parseOwnerRecord(this.codec.decode(e.value)), revision: e.revision };
+        } catch (err) {
+          return this.onMalformed(e.key, err);
+        }
       }
-    })();
-    // An empty bucket delivers nothing: the watch is live once the first
-    // status arrives; bound the wait so an empty bucket does not hang us.
-    await Promise.race([initial, new Promise((r) => setTimeout(r, 50))]);
+      const known = this.view.get(e.key);
+      // The watch and our own writes race: keep the newest revision.
+      if (known && known.revision >= e.revision) return;
+      this.set(e.key, owned);
+      onChange(e.key);
+    }, onError);
+    this.stopWatch = () => w.stop();
   }
 
-  /** Called when the watch fails (not when it is stopped). */
-  onWatchError: ((err: Error) => void) | undefined;
-
-  private async follow(
-    iter: AsyncIterable<{
-      key: string;
-      operation: string;
-      value: Uint8Array;
-      revision: number;
-      delta?: number;
-    }>,
-    onChange: (sid: string, owned: Owned | undefined, previous: Owned | undefined) => void,
-    ready: () => void,
-  ): Promise<void> {
-    for await (const e of iter) {
-      const previous = this.view.get(e.key);
-      if (e.operation === 'PUT') {
-        const owned = { record: this.codec.decode(e.value) as OwnerRecord, revision: e.revision };
-        const known = this.view.get(e.key);
-        // The watch and our own writes race: keep the newest revision.
-        if (!known || known.revision < owned.revision) this.view.set(e.key, owned);
-      } else this.view.delete(e.key);
-      onChange(e.key, this.view.get(e.key), previous);
-      if (e.delta === 0) ready();
-    }
+  /** Sessions whose record names `host`, as primary or standby. */
+  namedIn(host: string): ReadonlySet<string> {
+    return this.byHost.get(host) ?? new Set();
   }
 
-  /** Creates the record of a new session. @throws SessionExistsError when it exists. */
-  async create(sid: string, record: OwnerRecord): Promise<number> {
-    try {
-      const revision = await this.kv.create(sid, this.codec.encode(record));
-      this.remember(sid, { record, revision });
-      return revision;
-    } catch (err) {
-      if (isCasConflict(err) || /exists/i.test(String((err as Error).message)))
-        throw new SessionExistsError(
-          `session ${sid} exists (owned in epoch ${this.view.get(sid)?.record.epoch ?? '?'}): open it under another id, or restore it`,
-          { cause: err },
-        );
-      throw err;
-    }
-  }
-
-  /** Reads the record from the bucket (not the view). */
+  /** Reads the record from the store (not the view); refreshes the view with it. */
   async get(sid: string): Promise<Owned | undefined> {
     const e = await this.kv.get(sid);
-    if (!e || e.operation !== 'PUT') return undefined;
-    return { record: this.codec.decode(e.value) as OwnerRecord, revision: e.revision };
+    if (!e?.value) return undefined;
+    const owned = { record: parseOwnerRecord(this.codec.decode(e.value)), revision: e.revision };
+    this.remember(sid, owned);
+    return owned;
   }
 
   /**
-   * Replaces the record if it is still at `revision`. Resolves with the new
-   * revision, or undefined when someone else changed it first (the CAS lost).
+   * Applies `change` to the record and writes it by compare-and-swap. A lost
+   * swap reads the record again and applies the change to it: the change
+   * either still holds (it lands) or is refused with the reason. `fresh`
+   * reads the store first instead of trusting the view.
    */
-  async swap(sid: string, record: OwnerRecord, revision: number): Promise<number | undefined> {
-    try {
-      const next = await this.kv.update(sid, this.codec.encode(record), revision, 2_000);
-      this.remember(sid, { record, revision: next });
-      return next;
-    } catch (err) {
-      if (isCasConflict(err)) return undefined;
-      throw err;
+  async change(
+    sid: string,
+    change: OwnerChange,
+    opts: { fresh?: boolean } = {},
+  ): Promise<ChangeResult> {
+    let owned = opts.fresh ? await this.get(sid) : (this.view.get(sid) ?? (await this.get(sid)));
+    for (let attempt = 0; attempt < 5; attempt++) {
+      const next = apply(owned?.record, change);
+      if (next.refused) return { ok: false, reason: next.reason, owned };
+      try {
+        const bytes = this.codec.encode(next.record);
+        const revision = owned
+          ? await this.kv.update(sid, bytes, owned.revision)
+          : await this.kv.create(sid, bytes);
+        const written = { record: next.record, revision };
+        this.remember(sid, written);
+        return { ok: true, owned: written };
+      } catch (err) {
+        if (!(err instanceof KvConflictError)) throw err;
+        owned = await this.get(sid);
+      }
     }
+    return { ok: false, reason: 'the record kept changing under us', owned };
   }
 
-  async delete(sid: string): Promise<void> {
-    await this.kv.delete(sid);
+  /** Removes a session's record and its history (tests and tools only: a close keeps a tombstone). */
+  async purge(sid: string): Promise<void> {
+    await this.kv.purge(sid);
+    this.set(sid, undefined);
   }
 
   private remember(sid: string, owned: Owned): void {
     const known = this.view.get(sid);
-    if (!known || known.revision < owned.revision) this.view.set(sid, owned);
+    if (!known || known.revision < owned.revision) this.set(sid, owned);
+  }
+
+  private set(sid: string, owned: Owned | undefined): void {
+    const before = this.view.get(sid)?.record;
+    for (const h of [before?.primary, before?.standby]) if (h) this.byHost.get(h)?.delete(sid);
+    if (owned) this.view.set(sid, owned);
+    else this.view.delete(sid);
+    for (const h of [owned?.record.primary, owned?.record.standby]) {
+      if (!h) continue;
+      let set = this.byHost.get(h);
+      if (!set) this.byHost.set(h, (set = new Set()));
+      set.add(sid);
+    }
   }
 
   close(): void {

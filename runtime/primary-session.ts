@@ -1,11 +1,15 @@
-import type { NatsConnection, Subscription } from '@nats-io/transport-node';
 import type { ActorDefinition } from './actor.ts';
 import type { ValueCodec } from './codec.ts';
-import { errorToWire, FtmError, HandlerError, InvalidMessageError } from './errors.ts';
+import {
+  errorToWire,
+  FtmError,
+  HandlerError,
+  InvalidMessageError,
+  MalformedMessageError,
+} from './errors.ts';
 import { subjects } from './subjects.ts';
 import type { SessionLog } from './durable-log.ts';
 import { TransitionRunner } from './transition.ts';
-import { preciseNow } from './failover.ts';
 import {
   SessionMeta,
   encodeChanges,
@@ -15,6 +19,7 @@ import {
   type Timer,
 } from './session-meta.ts';
 import type { WorkerPool } from './worker-pool.ts';
+import type { Clock, Transport, TransportMessage, TransportSubscription } from './ports.ts';
 import {
   AckSource,
   CommitFlag,
@@ -38,6 +43,14 @@ export type SessionSnapshot = {
   meta: MetaSnapshot;
 };
 
+/** What every session copy needs from its host. */
+export type SessionDeps = {
+  transport: Transport;
+  codec: ValueCodec;
+  clock: Clock;
+  onError: (err: FtmError) => void;
+};
+
 /** Tuning of a primary; the host passes its options down. */
 export type PrimaryOptions = {
   /** A snapshot every this many commits (default 1000)... */
@@ -54,71 +67,90 @@ export type SessionControl = { op: 'flush' } | { op: 'snapshot' };
 const empty = new Uint8Array(0);
 
 /**
+ * Where a primary is in its life: created (not taking inputs yet), serving,
+ * paused for a hand-off (inputs stopped, timers and worker results kept for
+ * later), stopped (fenced or closed: it publishes nothing more).
+ */
+type Phase = 'created' | 'serving' | 'paused' | 'stopped';
+
+/**
  * The live copy of a session: one writer, one transaction at a time. Each
  * committed transaction gets the next seq (gap-free per epoch) and leaves as
- * one commit frame on `ftm.s.<sid>.out` carrying the reply and the patches.
+ * one commit frame on `ftm.s.<sid>.out` carrying the reply and the patches,
+ * stamped with the epoch and the standby's term (PROTOCOL.md).
  */
 export class PrimarySession {
   readonly role = 'primary' as const;
   state: object;
   seq: number;
   readonly epoch: number;
+  /** The record's term for the standby named now ({@link setStandby}). */
+  term = 0;
+  /**
+   * The host holding the hot copy; empty while the record names none. Then
+   * the log stands in: every commit is flushed at once and the log's ack
+   * releases it (commits carry the `unprotected` flag).
+   */
+  standbyHost = '';
+  /** Highest seq the named standby acknowledged in this epoch. */
+  standbyAcked: number;
+  /** Dedup table, timers and jobs: replicated with every commit. */
+  readonly meta: SessionMeta;
+  /** Called once a newer epoch shows in an ack: the host checks the record and fences. */
+  onNewerEpoch: ((epoch: number) => void) | undefined;
+  /** Called after each commit: the host's flusher then flushes the log and retransmits. */
+  onWork: (() => void) | undefined;
+  /** Called with the time of the next reply sent, then cleared: failover timelines use it. */
+  onNextReply: ((at: number) => void) | undefined;
+
+  private phase: Phase = 'created';
   private readonly runner: TransitionRunner;
   private readonly flags: number;
   private readonly outSubject: string;
-  private inputs: Subscription | undefined;
-  private control: Subscription | undefined;
+  private readonly transport: Transport;
+  private readonly codec: ValueCodec;
+  private readonly clock: Clock;
+  private readonly onError: (err: FtmError) => void;
+  private inputs: TransportSubscription | undefined;
+  private control: TransportSubscription | undefined;
+  private acks: TransportSubscription | undefined;
+  private datagrams: TransportSubscription | undefined;
   private flushScheduled = false;
   private sinceSnapshot = 0;
+  private bytesSinceSnapshot = 0;
   private snapshotting: Promise<number> | undefined;
-  /** Dedup table, timers and jobs: replicated with every commit. */
-  readonly meta: SessionMeta;
-  private readonly armed = new Map<string, NodeJS.Timeout>();
-  private acks: Subscription | undefined;
-  private datagrams: Subscription | undefined;
+  private readonly armed = new Map<string, unknown>();
+  /** Timers and worker results that came due while paused: they run on resume. */
+  private deferred: (() => void)[] = [];
   /** Commits the standby has not acknowledged yet, oldest first: sent again if it stays silent. */
   private readonly unacked: { seq: number; frame: Uint8Array }[] = [];
-  /** Highest seq the standby acknowledged in this epoch. */
-  standbyAcked: number;
   private lastSentAt = 0;
   private retransmitBackoff = 1;
   private readonly snapshotEvery: number;
   private readonly snapshotEveryBytes: number;
-  private bytesSinceSnapshot = 0;
   private readonly retransmitAfterMs: number;
-  /**
-   * The host holding the hot copy; empty while the session has none (after
-   * a failover with no live host to re-protect on). Then the log stands in:
-   * every commit is flushed at once and the log's ack counts as the standby's.
-   */
-  standbyHost = '';
-  /** Called once, when a newer epoch shows this copy is no longer the primary. */
-  onFenced: ((epoch: number) => void) | undefined;
-  /** Called after each commit: the host's timer then flushes the log and retransmits. */
-  onWork: (() => void) | undefined;
-  /** Called with the time of the next reply sent, then cleared: failover timelines use it. */
-  onNextReply: ((at: number) => void) | undefined;
-  private ackWaiters: { seq: number; resolve: () => void }[] = [];
-  private fenced = false;
+  /** Callers waiting for a seq to be released or acknowledged. */
+  private waiters: { ready: () => boolean; resolve: () => void }[] = [];
 
   constructor(
-    private readonly nc: NatsConnection,
-    private readonly codec: ValueCodec,
+    deps: SessionDeps,
     readonly actor: ActorDefinition,
     readonly sid: string,
     /** A promoted replica hands its meta over as it is: no copy on the failover path. */
     init: { state: object; seq: number; epoch: number; meta: MetaSnapshot | SessionMeta },
-    private readonly now: () => number,
-    private readonly onError: (err: FtmError) => void,
     readonly log: SessionLog,
     /**
-     * Stores a snapshot; resolves true when the log up to it may be purged:
-     * it is stored and this copy still owns the session.
+     * Stores a snapshot of a released seq; resolves true when the log up to
+     * it may be purged.
      */
     private readonly saveSnapshot: (snap: SessionSnapshot) => Promise<boolean>,
     private readonly workers: WorkerPool | undefined,
     options: PrimaryOptions = {},
   ) {
+    this.transport = deps.transport;
+    this.codec = deps.codec;
+    this.clock = deps.clock;
+    this.onError = deps.onError;
     this.state = init.state;
     this.seq = init.seq;
     this.epoch = init.epoch;
@@ -127,35 +159,40 @@ export class PrimarySession {
     this.snapshotEvery = options.snapshotEvery ?? 1000;
     this.snapshotEveryBytes = options.snapshotEveryBytes ?? 4 * 1024 * 1024;
     this.retransmitAfterMs = options.retransmitAfterMs ?? 20;
-    this.runner = new TransitionRunner(actor, sid, now);
+    this.runner = new TransitionRunner(actor, sid, () => this.clock.now());
     this.flags = ConsistencyCode[actor.consistency];
     this.outSubject = subjects.output(sid);
   }
 
   /** Serves control requests (snapshot, flush); needed before a standby attaches. */
   listen(): void {
-    this.control = this.nc.subscribe(subjects.control(this.sid), {
-      callback: (_err, msg) => {
-        const req = this.codec.decode(msg.data) as SessionControl;
-        const fail = (err: unknown) => msg.respond(this.codec.encode({ error: errorToWire(err) }));
-        if (req.op === 'snapshot') {
-          // With how far the log reaches: a standby that keeps the frames above
-          // it can cover them on promotion.
-          const bytes = this.codec.encode({ ...this.snapshot(), logged: this.log.loggedSeq });
-          if (bytes.length <= (this.nc.info?.max_payload ?? 1024 * 1024) - 1024) {
-            msg.respond(bytes);
-            return;
-          }
-          // Too big for one NATS message (a large state, a dedup table full of
-          // large replies): it goes through the snapshot store, which chunks it.
-          this.snapshotNow().then(
-            (seq) => msg.respond(this.codec.encode({ stored: seq, logged: seq })),
-            fail,
-          );
-        } else
-          this.log.flush().then((loggedSeq) => msg.respond(this.codec.encode({ loggedSeq })), fail);
-      },
-    });
+    this.control = this.transport.subscribe(subjects.control(this.sid), (msg) =>
+      this.onControl(msg),
+    );
+  }
+
+  private onControl(msg: TransportMessage): void {
+    const fail = (err: unknown) => msg.respond(this.codec.encode({ error: errorToWire(err) }));
+    const req = this.codec.decode(msg.data) as Partial<SessionControl> | null;
+    if (req?.op === 'snapshot') {
+      // With how far the log reaches: a standby that keeps the frames above
+      // it can cover them on promotion.
+      const bytes = this.codec.encode({ ...this.snapshot(), logged: this.log.loggedSeq });
+      if (bytes.length <= this.transport.maxPayload - 1024) {
+        msg.respond(bytes);
+        return;
+      }
+      // Too big for one NATS message (a large state, a dedup table full of
+      // large replies): it goes through the snapshot store, which chunks it.
+      this.snapshotNow().then(
+        (seq) => msg.respond(this.codec.encode({ stored: seq, logged: seq })),
+        fail,
+      );
+    } else if (req?.op === 'flush') {
+      this.log.flush().then((loggedSeq) => msg.respond(this.codec.encode({ loggedSeq })), fail);
+    } else {
+      fail(new MalformedMessageError(`${this.sid}: unknown session control request`));
+    }
   }
 
   snapshot(): SessionSnapshot {
@@ -172,12 +209,11 @@ export class PrimarySession {
    * Writes a snapshot of the current state, then purges the log up to it.
    * Resolves with the snapshot's seq. One at a time per session.
    *
-   * The snapshot is written only once its seq is released (acknowledged by
-   * the standby, or logged when there is none). A successor starts from at
-   * least every released seq, so such a snapshot is part of every later
-   * epoch's history; one taken by a primary already replaced (it does not
-   * know yet) at a seq nobody acknowledged would put commits its successor
-   * never made back into the session.
+   * The snapshot is written only once its seq is released. A successor
+   * starts from at least every released seq, so such a snapshot is part of
+   * every later epoch's history; one taken by a primary already replaced (it
+   * does not know yet) at a seq nobody acknowledged would put commits its
+   * successor never made back into the session.
    */
   snapshotNow(): Promise<number> {
     this.snapshotting ??= (async () => {
@@ -187,8 +223,8 @@ export class PrimarySession {
         this.bytesSinceSnapshot = 0;
         await this.released(snap.seq);
         await this.log.flush();
-        // Fenced meanwhile: what we hold is not the session's history any more.
-        if (this.fenced || this.standbyAcked < snap.seq) return snap.seq;
+        // Stopped meanwhile: what we hold may not be the session's history any more.
+        if (this.phase === 'stopped' || !this.isReleased(snap.seq)) return snap.seq;
         if (await this.saveSnapshot(snap)) await this.log.purgeUpTo(snap.seq);
         return snap.seq;
       } finally {
@@ -204,16 +240,16 @@ export class PrimarySession {
   }
 
   /**
-   * Called by the log once a batch is stored. Durable-mode replies wait for
-   * this ack; the standby drops the frames it kept for a promotion up to it.
+   * Called by the log once a batch is stored: the log's ack releases
+   * standby-mode replies, and durable ones with the standby's.
    */
   onLogged(seq: number): void {
-    if (this.fenced) return;
-    this.nc.publish(subjects.ack(this.sid), encodeAck(AckSource.log, this.epoch, seq));
-    if (!this.standbyHost) {
-      this.nc.publish(subjects.ack(this.sid), encodeAck(AckSource.standby, this.epoch, seq));
-      this.acked(seq);
-    }
+    if (this.phase === 'stopped') return;
+    this.transport.publish(
+      subjects.ack(this.sid),
+      encodeAck(AckSource.log, { epoch: this.epoch, term: this.term, seq }),
+    );
+    this.wake();
   }
 
   /**
@@ -222,70 +258,103 @@ export class PrimarySession {
    * passed fires at once.
    */
   serve(): void {
-    this.acks = this.nc.subscribe(subjects.ack(this.sid), {
-      callback: (_err, msg) => this.onAck(msg.data),
-    });
+    if (this.phase !== 'created') return;
+    this.acks = this.transport.subscribe(subjects.ack(this.sid), (msg) => this.onAck(msg.data));
     for (const [key, timer] of this.meta.timers) this.arm(key, timer);
     for (const [id, job] of this.meta.jobs) this.dispatch(id, job);
     if (this.actor.datagram) this.receiveDatagrams(this.actor.datagram);
-    this.resumeInputs();
+    this.phase = 'paused';
+    this.resume();
+  }
+
+  get isServing(): boolean {
+    return this.phase === 'serving';
+  }
+
+  get isStopped(): boolean {
+    return this.phase === 'stopped';
+  }
+
+  /**
+   * The record now names `standby` at `term` (empty: none). Called right
+   * after the compare-and-swap that wrote it: later commits carry the term,
+   * and only that standby's acks count.
+   */
+  setStandby(standby: string, term: number): void {
+    this.standbyHost = standby;
+    this.term = term;
+    if (!standby) {
+      // Unprotected: the log releases from now on; nothing waits for a standby.
+      this.unacked.length = 0;
+      this.flushSoon();
+    }
   }
 
   /** Only the primary takes the session's datagrams: the subscriber swap on promotion. */
   private receiveDatagrams(handle: NonNullable<ActorDefinition['datagram']>): void {
     const out = subjects.datagramOut(this.sid);
-    this.datagrams = this.nc.subscribe(subjects.datagramIn(this.sid), {
-      callback: (_err, msg) => {
-        try {
-          const d = decodeDatagram(msg.data);
-          handle(this.state, d.data, {
-            sid: this.sid,
-            from: d.from,
-            forward: (data, to = '') => this.nc.publish(out, encodeDatagram(d.from, to, data)),
-          });
-        } catch (err) {
-          this.onError(new FtmError(`${this.sid}: datagram dropped`, { cause: err }));
-        }
-      },
+    this.datagrams = this.transport.subscribe(subjects.datagramIn(this.sid), (msg) => {
+      try {
+        const d = decodeDatagram(msg.data);
+        handle(this.state, d.data, {
+          sid: this.sid,
+          from: d.from,
+          forward: (data, to = '') => this.transport.publish(out, encodeDatagram(d.from, to, data)),
+        });
+      } catch (err) {
+        this.onError(new FtmError(`${this.sid}: datagram dropped`, { cause: err }));
+      }
     });
   }
 
-  /** Subscribes to the session's inputs (again, after {@link stopInputs}). */
-  resumeInputs(): void {
-    if (this.fenced || this.inputs) return;
-    this.inputs = this.nc.subscribe(subjects.input(this.sid), {
-      callback: (err, msg) => {
-        if (err)
-          return this.onError(
-            new FtmError(`input subscription of ${this.sid}: ${err.message}`, { cause: err }),
-          );
-        this.onInput(msg.data);
-      },
-    });
+  /** Subscribes to the session's inputs again after {@link pause}, and runs what waited. */
+  resume(): void {
+    if (this.phase !== 'paused') return;
+    this.phase = 'serving';
+    this.inputs = this.transport.subscribe(subjects.input(this.sid), (msg) =>
+      this.onInput(msg.data),
+    );
+    const waiting = this.deferred;
+    this.deferred = [];
+    for (const run of waiting) run();
   }
 
-  /** Handles one input frame; exposed so that a promoted replica can hand over its inputs. */
+  /**
+   * Stops taking inputs (a planned hand-off); the standby keeps buffering
+   * them. Timers and worker results that come due meanwhile wait for
+   * {@link resume}; if the hand-off succeeds, the new primary runs them from
+   * the replicated meta instead.
+   */
+  pause(): void {
+    if (this.phase !== 'serving') return;
+    this.phase = 'paused';
+    this.inputs?.unsubscribe();
+    this.inputs = undefined;
+  }
+
+  /**
+   * Handles one input frame; exposed so that a promoted replica can hand
+   * over its inputs. The frame is untrusted: a malformed one throws
+   * (the transport counts it), a bad payload is refused to its sender.
+   */
   onInput(bytes: Uint8Array): void {
-    if (this.fenced) return;
-    let frame;
-    try {
-      frame = decodeFrame(bytes);
-    } catch (err) {
-      return this.onError(err as FtmError);
-    }
+    if (this.phase !== 'serving') return;
+    const frame = decodeFrame(bytes);
     if (frame.kind !== FrameKind.input) return;
     const seen = this.meta.dedup.get(frame.requestId);
     if (seen) {
       // Encoded only here, on the rare repeat, not on every commit.
       let flags = seen.flags | CommitFlag.duplicate;
-      const held =
-        this.flags === ConsistencyCode.durable
-          ? Math.min(this.standbyAcked, this.log.loggedSeq)
-          : this.standbyAcked;
-      if (seen.seq <= held) flags |= CommitFlag.released;
-      this.nc.publish(
+      if (this.isReleased(seen.seq)) flags |= CommitFlag.released;
+      this.transport.publish(
         this.outSubject,
-        encodeCommit(flags, this.epoch, seen.seq, frame.requestId, seen.reply, empty),
+        encodeCommit(
+          flags,
+          { epoch: this.epoch, term: this.term, seq: seen.seq },
+          frame.requestId,
+          seen.reply,
+          empty,
+        ),
       );
       return;
     }
@@ -335,18 +404,21 @@ export class PrimarySession {
       this.seq += 1;
       let flags = requestId ? this.flags | CommitFlag.hasReply : this.flags;
       if (effects.length) flags |= CommitFlag.effects;
-      const commit = encodeCommit(flags, this.epoch, this.seq, requestId, reply, changes);
-      this.nc.publish(this.outSubject, commit);
+      if (!this.standbyHost) flags |= CommitFlag.unprotected;
+      const at = { epoch: this.epoch, term: this.term, seq: this.seq };
+      const commit = encodeCommit(flags, at, requestId, reply, changes);
+      this.transport.publish(this.outSubject, commit);
       if (requestId && this.onNextReply) {
-        this.onNextReply(preciseNow());
+        this.onNextReply(this.clock.now());
         this.onNextReply = undefined;
       }
       this.sent(commit);
+      const eventFlags = this.flags | (flags & CommitFlag.unprotected);
       for (const e of t.events) {
         const payload = e.payload === undefined ? empty : this.codec.encode(e.payload);
-        this.nc.publish(
+        this.transport.publish(
           subjects.events(this.sid),
-          encodeEvent(this.flags, this.epoch, this.seq, e.event, payload),
+          encodeEvent(eventFlags, at, e.event, payload),
         );
       }
       this.log.append(commit);
@@ -361,7 +433,7 @@ export class PrimarySession {
         );
       }
       const remembered = requestId
-        ? { flags: flags & ~CommitFlag.effects, seq: this.seq, reply }
+        ? { flags: flags & ~(CommitFlag.effects | CommitFlag.unprotected), seq: this.seq, reply }
         : undefined;
       this.meta.record(requestId, remembered, effects);
       if (effects.length) this.start(effects);
@@ -376,10 +448,14 @@ export class PrimarySession {
   }
 
   private refuse(requestId: string, e: FtmError): void {
-    if (this.fenced) return;
-    this.nc.publish(
+    if (this.phase === 'stopped') return;
+    this.transport.publish(
       this.outSubject,
-      encodeRefusal(this.epoch, this.seq, requestId, this.codec.encode(errorToWire(e))),
+      encodeRefusal(
+        { epoch: this.epoch, term: this.term, seq: this.seq },
+        requestId,
+        this.codec.encode(errorToWire(e)),
+      ),
     );
   }
 
@@ -392,22 +468,32 @@ export class PrimarySession {
     }
   }
 
+  /** Runs `commit` now while serving, later while paused, never once stopped. */
+  private whenServing(run: () => void): void {
+    if (this.phase === 'serving') run();
+    else if (this.phase === 'paused') this.deferred.push(run);
+  }
+
   private arm(key: string, timer: Timer): void {
     this.disarm(key);
     const fire = () => {
-      // Node may fire a millisecond early; a timer never runs before its time.
-      const left = timer.at - this.now();
-      if (left > 0) return void this.armed.set(key, setTimeout(fire, left));
+      // A clock may fire a millisecond early; a timer never runs before its time.
+      const left = timer.at - this.clock.now();
+      if (left > 0) return void this.armed.set(key, this.clock.setTimeout(fire, left));
       this.armed.delete(key);
-      if (this.inputs) this.commit('', timer.type, timer.payload, [{ op: 'cancel', key }]);
+      this.whenServing(() => {
+        // Cancelled or re-armed while it waited: the commit that did so decides.
+        if (this.meta.timers.get(key)?.at !== timer.at) return;
+        this.commit('', timer.type, timer.payload, [{ op: 'cancel', key }]);
+      });
     };
-    this.armed.set(key, setTimeout(fire, Math.max(0, timer.at - this.now())));
+    this.armed.set(key, this.clock.setTimeout(fire, Math.max(0, timer.at - this.clock.now())));
   }
 
   private disarm(key: string): void {
     const handle = this.armed.get(key);
     if (handle === undefined) return;
-    clearTimeout(handle);
+    this.clock.clearTimeout(handle);
     this.armed.delete(key);
   }
 
@@ -419,80 +505,99 @@ export class PrimarySession {
       );
     }
     const done: Effect[] = [{ op: 'done', id }];
+    const answer = (result: { result: unknown } | { error: string }) =>
+      this.whenServing(() => {
+        if (this.meta.jobs.has(id)) this.commit('', job.resultType, result, done);
+      });
     this.workers.run(job.task, job.input).then(
-      (result) => this.inputs && this.commit('', job.resultType, { result }, done),
-      (err: unknown) =>
-        this.inputs && this.commit('', job.resultType, { error: (err as Error).message }, done),
+      (result) => answer({ result }),
+      (err: unknown) => answer({ error: (err as Error).message }),
     );
   }
 
   private sent(frame: Uint8Array): void {
-    this.unacked.push({ seq: this.seq, frame });
-    // Beyond this the standby fills the gap from the log instead.
-    if (this.unacked.length > 4096) this.unacked.shift();
-    this.lastSentAt = this.now();
+    if (this.standbyHost) {
+      this.unacked.push({ seq: this.seq, frame });
+      // Beyond this the standby fills the gap from the log instead.
+      if (this.unacked.length > 4096) this.unacked.shift();
+    }
+    this.lastSentAt = this.clock.now();
     this.retransmitBackoff = 1;
     this.onWork?.();
   }
 
-  /** Commits the standby has not acknowledged yet (the host's timer keeps running for them). */
+  /** Commits the standby has not acknowledged yet (the host's flusher keeps running for them). */
   get hasUnacked(): boolean {
     return this.unacked.length > 0;
   }
 
+  /** An ack from the wire: untrusted; a malformed one throws (the transport counts it). */
   private onAck(bytes: Uint8Array): void {
     const f = decodeFrame(bytes);
     if (f.kind !== FrameKind.ack) return;
-    // Someone acknowledges a newer epoch: another copy was promoted. Stop at once.
-    if (f.epoch > this.epoch) return this.fence(f.epoch);
-    if (f.source !== AckSource.standby || f.epoch !== this.epoch) return;
+    // Someone acknowledges a newer epoch: maybe another copy was promoted.
+    // The host checks the record before this copy stops (an ack alone is no proof).
+    if (f.epoch > this.epoch) return this.onNewerEpoch?.(f.epoch);
+    if (f.source !== AckSource.standby || f.epoch !== this.epoch || f.term !== this.term) return;
+    if (!this.standbyHost) return;
     this.acked(f.seq);
   }
 
   private acked(seq: number): void {
-    if (seq <= this.standbyAcked) return;
+    if (seq <= this.standbyAcked || seq > this.seq) return;
     this.standbyAcked = seq;
     let n = 0;
     while (n < this.unacked.length && this.unacked[n]!.seq <= seq) n++;
     if (n) this.unacked.splice(0, n);
-    if (this.ackWaiters.length) {
-      const ready = this.ackWaiters.filter((w) => w.seq <= seq);
-      this.ackWaiters = this.ackWaiters.filter((w) => w.seq > seq);
-      for (const w of ready) w.resolve();
-    }
-  }
-
-  /** Resolves once the standby acknowledged everything committed so far. */
-  standbyCaughtUp(): Promise<void> {
-    return this.released(this.seq);
-  }
-
-  /** Resolves once `seq` is released (acknowledged), or when this copy closes. */
-  private released(seq: number): Promise<void> {
-    if (this.standbyAcked >= seq || !this.acks) return Promise.resolve();
-    return new Promise((resolve) => this.ackWaiters.push({ seq, resolve }));
-  }
-
-  /** Stops taking inputs (a planned handoff); the standby keeps buffering them. */
-  stopInputs(): void {
-    this.inputs?.unsubscribe();
-    this.inputs = undefined;
+    this.wake();
   }
 
   /**
-   * A newer epoch exists: this copy stops serving and never writes again,
-   * not even the log frames it still holds.
+   * Whether `seq` is released: every successor of this copy will hold it.
+   * Standby mode: the named standby acknowledged it, or the log holds it
+   * while no standby is named; durable: the log holds it, and the standby
+   * too while one is named. (Conservative: a commit logged under an earlier
+   * standby counts only once the new one acknowledges it.)
    */
-  fence(epoch: number): void {
-    if (this.fenced) return;
-    this.fenced = true;
-    this.log.discard();
-    this.close();
-    this.onFenced?.(epoch);
+  isReleased(seq: number): boolean {
+    const logged = this.log.loggedSeq >= seq;
+    const acked = this.standbyAcked >= seq;
+    if (this.flags === ConsistencyCode.durable) return logged && (acked || !this.standbyHost);
+    return acked || (logged && !this.standbyHost);
   }
 
-  get isFenced(): boolean {
-    return this.fenced;
+  private wake(): void {
+    if (!this.waiters.length) return;
+    const ready = this.waiters.filter((w) => w.ready());
+    if (!ready.length) return;
+    this.waiters = this.waiters.filter((w) => !ready.includes(w));
+    for (const w of ready) w.resolve();
+  }
+
+  private until(ready: () => boolean): Promise<void> {
+    if (ready() || this.phase === 'stopped') return Promise.resolve();
+    return new Promise((resolve) => this.waiters.push({ ready, resolve }));
+  }
+
+  /** Resolves once the standby acknowledged everything committed so far (or this copy stopped). */
+  standbyCaughtUp(): Promise<void> {
+    const seq = this.seq;
+    return this.until(() => this.standbyAcked >= seq);
+  }
+
+  /** Resolves once `seq` is released, or when this copy stops. */
+  released(seq: number): Promise<void> {
+    return this.until(() => this.isReleased(seq));
+  }
+
+  /**
+   * This copy stops for good: a newer epoch exists, the log refused it, or
+   * its host was declared dead. It never publishes or writes again, not even
+   * the log frames it still holds.
+   */
+  fence(): void {
+    this.log.discard();
+    this.close();
   }
 
   /**
@@ -502,37 +607,37 @@ export class PrimarySession {
    * calls this on its sweep; returns how many frames went out.
    */
   retransmit(now: number): number {
-    if (!this.unacked.length || !this.inputs) return 0;
+    if (!this.unacked.length || this.phase !== 'serving') return 0;
     if (now - this.lastSentAt < this.retransmitAfterMs * this.retransmitBackoff) return 0;
     this.lastSentAt = now;
     this.retransmitBackoff = Math.min(this.retransmitBackoff * 2, 64);
     const frames = this.unacked.slice(0, 256);
-    for (const { frame } of frames) this.nc.publish(this.outSubject, frame);
+    for (const { frame } of frames) this.transport.publish(this.outSubject, frame);
     return frames.length;
   }
 
-  /** Durable mode: one log flush per burst of commits. */
+  /** One log flush per burst of commits (durable mode, or no standby). */
   private flushSoon(): void {
     if (this.flushScheduled) return;
     this.flushScheduled = true;
-    setImmediate(() => {
+    this.clock.setTimeout(() => {
       this.flushScheduled = false;
-      void this.log.flush();
-    });
+      if (this.phase !== 'stopped') void this.log.flush();
+    }, 0);
   }
 
+  /** Stops serving and listening. The log keeps what it holds (close a host: flush first). */
   close(): void {
+    this.phase = 'stopped';
     this.inputs?.unsubscribe();
     this.control?.unsubscribe();
     this.acks?.unsubscribe();
     this.datagrams?.unsubscribe();
-    this.datagrams = undefined;
-    for (const w of this.ackWaiters) w.resolve();
-    this.ackWaiters = [];
-    this.inputs = undefined;
-    this.control = undefined;
-    this.acks = undefined;
-    for (const handle of this.armed.values()) clearTimeout(handle);
+    this.inputs = this.control = this.acks = this.datagrams = undefined;
+    for (const w of this.waiters) w.resolve();
+    this.waiters = [];
+    this.deferred = [];
+    for (const handle of this.armed.values()) this.clock.clearTimeout(handle);
     this.armed.clear();
   }
 }

@@ -1,8 +1,9 @@
 import { freeze } from 'immer';
-import type { NatsConnection, Subscription } from '@nats-io/transport-node';
 import type { ActorDefinition } from './actor.ts';
 import type { ValueCodec } from './codec.ts';
 import { CorruptPatchError, FtmError, StaleEpochError } from './errors.ts';
+import type { Transport, TransportSubscription } from './ports.ts';
+import type { SessionDeps } from './primary-session.ts';
 import { subjects } from './subjects.ts';
 import { TransitionRunner } from './transition.ts';
 import { SessionMeta, decodeChanges, type MetaSnapshot } from './session-meta.ts';
@@ -35,9 +36,10 @@ const maxUnloggedBytes = 8 * 1024 * 1024;
 
 /**
  * The hot standby of a session: applies commit frames strictly in seq order,
- * holds back early arrivals, refuses stale epochs and corrupt patches (its
+ * holds back early arrivals, refuses other epochs and corrupt patches (its
  * state stays as it was), and acknowledges the applied seq on `ftm.s.<sid>.ack`
- * once the ownership record names it ({@link confirm}).
+ * once the ownership record names it ({@link confirm}), stamped with the
+ * record's term: only then do its acks release replies.
  * It also keeps the inputs that no commit has covered yet, and the commits
  * the primary's log has not acknowledged yet: on promotion the first are run
  * again and the second written to the log, so that the log has no hole and
@@ -64,7 +66,7 @@ export class ReplicaSession {
   private primaryLogged: number;
   /** Inputs seen but not yet covered by a commit, in arrival order (bounded). */
   readonly uncovered = new Map<string, Uint8Array>();
-  private subs: Subscription[] = [];
+  private subs: TransportSubscription[] = [];
   private ackScheduled = false;
   private repairing = false;
   private stopped = false;
@@ -79,18 +81,24 @@ export class ReplicaSession {
    * one promoted after a crash, nor the one a restore could ask.
    */
   private named = false;
+  /** The record's term when it named this copy; its acks carry it. */
+  private term = 0;
+  private readonly transport: Transport;
+  private readonly codec: ValueCodec;
+  private readonly onError: (err: FtmError) => void;
 
   constructor(
-    private readonly nc: NatsConnection,
-    private readonly codec: ValueCodec,
+    deps: SessionDeps,
     readonly actor: ActorDefinition,
     readonly sid: string,
     /** The state to start from; undefined: fetch it from the primary in start(), streaming meanwhile. */
     init: ReplicaInit | undefined,
-    private readonly onError: (err: FtmError) => void,
     private readonly source: ReplicaSource,
     private readonly maxUncovered = 10_000,
   ) {
+    this.transport = deps.transport;
+    this.codec = deps.codec;
+    this.onError = deps.onError;
     this.syncing = init === undefined;
     this.state = init?.state ?? {};
     this.seq = init?.seq ?? 0;
@@ -110,11 +118,11 @@ export class ReplicaSession {
    */
   async start(): Promise<void> {
     this.subs.push(
-      this.nc.subscribe(subjects.output(this.sid), { callback: (_e, m) => this.onOutput(m.data) }),
-      this.nc.subscribe(subjects.input(this.sid), { callback: (_e, m) => this.onInput(m.data) }),
-      this.nc.subscribe(subjects.ack(this.sid), { callback: (_e, m) => this.onAck(m.data) }),
+      this.transport.subscribe(subjects.output(this.sid), (m) => this.onOutput(m.data)),
+      this.transport.subscribe(subjects.input(this.sid), (m) => this.onInput(m.data)),
+      this.transport.subscribe(subjects.ack(this.sid), (m) => this.onAck(m.data)),
     );
-    await this.nc.flush();
+    await this.transport.flush();
     if (this.syncing) {
       this.install(await this.source.snapshot());
       this.syncing = false;
@@ -130,7 +138,7 @@ export class ReplicaSession {
   private install(snap: ReplicaInit & { logged?: number }): void {
     this.state = freeze(snap.state, true);
     this.seq = snap.seq;
-    this.epoch = Math.max(this.epoch, snap.epoch);
+    this.epoch = snap.epoch;
     this.meta = new SessionMeta(snap.meta);
     this.unloggedFrames = [];
     this.unloggedBytes = 0;
@@ -138,14 +146,9 @@ export class ReplicaSession {
     this.primaryLogged = Math.max(this.primaryLogged, snap.logged ?? 0);
   }
 
-  /** The primary's log acks: what they cover need not be kept any more. */
+  /** The primary's log acks: what they cover need not be kept any more. Untrusted. */
   private onAck(bytes: Uint8Array): void {
-    let f;
-    try {
-      f = decodeFrame(bytes);
-    } catch {
-      return;
-    }
+    const f = decodeFrame(bytes);
     if (f.kind !== FrameKind.ack || f.source !== AckSource.log || f.epoch !== this.epoch) return;
     if (f.seq <= this.primaryLogged) return;
     this.primaryLogged = f.seq;
@@ -191,18 +194,16 @@ export class ReplicaSession {
     };
   }
 
+  /** An input from the wire: untrusted; a malformed one throws (the transport counts it). */
   private onInput(bytes: Uint8Array): void {
     if (this.forward) return this.forward(bytes);
-    try {
-      const f = decodeFrame(bytes);
-      if (f.kind !== FrameKind.input) return;
-      this.uncovered.set(f.requestId, bytes);
-      if (this.uncovered.size > this.maxUncovered) {
-        const oldest = this.uncovered.keys().next().value;
-        if (oldest !== undefined) this.uncovered.delete(oldest);
-      }
-    } catch (err) {
-      this.onError(err as FtmError);
+    const f = decodeFrame(bytes);
+    if (f.kind !== FrameKind.input) return;
+    // A copy: the received buffer is the client library's.
+    this.uncovered.set(f.requestId, bytes.slice());
+    if (this.uncovered.size > this.maxUncovered) {
+      const oldest = this.uncovered.keys().next().value;
+      if (oldest !== undefined) this.uncovered.delete(oldest);
     }
   }
 
@@ -226,10 +227,12 @@ export class ReplicaSession {
       this.early.set(f.seq, bytes.slice());
       return;
     }
-    if (f.epoch < this.epoch) {
+    // A copy follows one primary, in one epoch: an older epoch's late frame,
+    // or a newer epoch's (another copy's primary), is not its to apply.
+    if (f.epoch !== this.epoch) {
       return this.onError(
         new StaleEpochError(
-          `${this.sid}: commit ${f.seq} of epoch ${f.epoch} refused, epoch is ${this.epoch}`,
+          `${this.sid}: commit ${f.seq} of epoch ${f.epoch} refused, this copy follows epoch ${this.epoch}`,
         ),
       );
     }
@@ -248,7 +251,7 @@ export class ReplicaSession {
 
   private drainEarly(): void {
     for (const [seq, bytes] of this.early)
-      if (seq <= this.seq || peekSequence(bytes).epoch < this.epoch) this.early.delete(seq);
+      if (seq <= this.seq || peekSequence(bytes).epoch !== this.epoch) this.early.delete(seq);
     for (let next = this.early.get(this.seq + 1); next; next = this.early.get(this.seq + 1)) {
       this.early.delete(this.seq + 1);
       const f = decodeFrame(next) as CommitFrame;
@@ -311,7 +314,6 @@ export class ReplicaSession {
       return false;
     }
     this.seq = f.seq;
-    this.epoch = f.epoch;
     this.meta.recordFrame(f, effects);
     this.keep(f.seq, bytes);
     this.uncovered.delete(f.requestId);
@@ -319,11 +321,17 @@ export class ReplicaSession {
     return true;
   }
 
-  /** The record names this copy the standby: it acknowledges from now on. */
-  confirm(): void {
-    if (this.named) return;
+  /** The record names this copy the standby at `term`: it acknowledges from now on. */
+  confirm(term: number): void {
+    if (this.named && term <= this.term) return;
     this.named = true;
+    this.term = term;
     this.scheduleAck();
+  }
+
+  /** Whether the record named this copy (it acknowledges). */
+  get isNamed(): boolean {
+    return this.named;
   }
 
   /** One ack per burst: frames handled in the same tick share it. */
@@ -332,8 +340,11 @@ export class ReplicaSession {
     this.ackScheduled = true;
     queueMicrotask(() => {
       this.ackScheduled = false;
-      if (this.subs.length)
-        this.nc.publish(subjects.ack(this.sid), encodeAck(AckSource.standby, this.epoch, this.seq));
+      if (this.subs.length && !this.stopped)
+        this.transport.publish(
+          subjects.ack(this.sid),
+          encodeAck(AckSource.standby, { epoch: this.epoch, term: this.term, seq: this.seq }),
+        );
     });
   }
 

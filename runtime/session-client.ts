@@ -1,6 +1,5 @@
-import { randomBytes } from 'node:crypto';
-import type { NatsConnection, Subscription } from '@nats-io/transport-node';
 import type { ValueCodec } from './codec.ts';
+import type { Clock, Random, Transport, TransportSubscription } from './ports.ts';
 import { ClosedError, RequestTimeoutError, errorFromWire, type WireError } from './errors.ts';
 import { subjects } from './subjects.ts';
 import {
@@ -15,8 +14,18 @@ import {
   encodeInput,
 } from './wire.ts';
 
+/** Where a commit (or event) sits, and how it may be released. */
+type Stamp = {
+  seq: number;
+  epoch: number;
+  term: number;
+  mode: number;
+  /** Committed while no standby was named: only the log releases it. */
+  unprotected: boolean;
+};
+
 /** An event held until its transaction may be released, like a reply. */
-type HeldEvent = { seq: number; epoch: number; mode: number; event: string; payload: Uint8Array };
+type HeldEvent = Stamp & { event: string; payload: Uint8Array };
 
 type Pending = {
   resolve: (v: unknown) => void;
@@ -25,13 +34,23 @@ type Pending = {
   /** The encoded input, sent again when the session's epoch changes before the reply is released. */
   frame: Uint8Array;
   /** Set once the commit arrived; the reply waits here until its release condition holds. */
-  held?: { seq: number; epoch: number; mode: number; released: boolean; reply: Uint8Array };
+  held?: Stamp & { released: boolean; reply: Uint8Array };
+};
+
+/** What a {@link SessionClient} needs: the transport, the codec, time and randomness. */
+export type SessionClientDeps = {
+  transport: Transport;
+  codec: ValueCodec;
+  clock: Clock;
+  random: Random;
 };
 
 /**
  * Sends requests to one session and releases each reply by the actor's
- * consistency mode: `async` at once, `standby` once the standby acknowledged
- * the reply's seq, `durable` once the log did too. The gateway uses the same rule.
+ * consistency mode (PROTOCOL.md, "Replication and release"): `async` at
+ * once; `standby` on an ack of its seq from the standby of its epoch and
+ * term, or from the log; `durable` on the log's ack, and the standby's too
+ * unless it was committed unprotected. The gateway uses the same rule.
  */
 export class SessionClient {
   private readonly pending = new Map<string, Pending>();
@@ -40,29 +59,36 @@ export class SessionClient {
    * order, so an ack releases a prefix of this queue: no scan of every request.
    */
   private readonly held: string[] = [];
-  private readonly subs: Subscription[];
-  private readonly prefix = randomBytes(6).toString('base64url');
+  private readonly subs: TransportSubscription[];
+  private readonly prefix: string;
   private counter = 0;
-  private standbyAck = { epoch: 0, seq: 0 };
-  private logAck = { epoch: 0, seq: 0 };
+  /** The newest standby ack (by epoch, then term); an older term's never releases a newer commit. */
+  private standbyAck = { epoch: 0, term: 0, seq: 0 };
+  private logAck = { epoch: 0, term: 0, seq: 0 };
   /** The newest epoch seen; output of older ones is dropped. */
   private epoch = 0;
   /** How many times a new epoch made this client send its unreleased requests again. */
   resends = 0;
   private readonly eventListeners: ((event: string, payload: unknown) => void)[] = [];
   private readonly heldEvents: HeldEvent[] = [];
-  private sweep: NodeJS.Timeout | undefined;
+  private sweep: unknown;
   private closed = false;
+  private readonly transport: Transport;
+  private readonly codec: ValueCodec;
+  private readonly clock: Clock;
 
   constructor(
-    private readonly nc: NatsConnection,
-    private readonly codec: ValueCodec,
+    deps: SessionClientDeps,
     readonly sid: string,
     private readonly defaultTimeoutMs = 5_000,
   ) {
+    this.transport = deps.transport;
+    this.codec = deps.codec;
+    this.clock = deps.clock;
+    this.prefix = deps.random.hex(6);
     this.subs = [
-      nc.subscribe(subjects.output(sid), { callback: (_e, m) => this.onOutput(m.data) }),
-      nc.subscribe(subjects.ack(sid), { callback: (_e, m) => this.onAck(m.data) }),
+      this.transport.subscribe(subjects.output(sid), (m) => this.onOutput(m.data)),
+      this.transport.subscribe(subjects.ack(sid), (m) => this.onAck(m.data)),
     ];
   }
 
@@ -91,14 +117,15 @@ export class SessionClient {
       this.pending.set(requestId, {
         resolve,
         reject,
-        deadline: Date.now() + (opts.timeoutMs ?? this.defaultTimeoutMs),
+        deadline: this.clock.now() + (opts.timeoutMs ?? this.defaultTimeoutMs),
         frame,
       });
-      this.sweep ??= setInterval(() => this.expire(), 50);
-      this.nc.publish(subjects.input(this.sid), frame);
+      this.armSweep();
+      this.transport.publish(subjects.input(this.sid), frame);
     });
   }
 
+  /** Output from the wire: untrusted; a malformed frame throws (the transport counts it). */
   private onOutput(bytes: Uint8Array): void {
     const f = decodeFrame(bytes);
     if (f.kind !== FrameKind.commit && f.kind !== FrameKind.refusal) return;
@@ -111,9 +138,7 @@ export class SessionClient {
       return p.reject(errorFromWire(this.codec.decode(f.error) as WireError));
     }
     p.held = {
-      seq: f.seq,
-      epoch: f.epoch,
-      mode: consistencyOf(f.flags),
+      ...stampOf(f),
       released: (f.flags & CommitFlag.released) !== 0,
       reply: f.reply.slice(),
     };
@@ -127,9 +152,7 @@ export class SessionClient {
   onEvent(fn: (event: string, payload: unknown) => void): void {
     if (!this.eventListeners.length) {
       this.subs.push(
-        this.nc.subscribe(subjects.events(this.sid), {
-          callback: (_e, m) => this.onEventFrame(m.data),
-        }),
+        this.transport.subscribe(subjects.events(this.sid), (m) => this.onEventFrame(m.data)),
       );
     }
     this.eventListeners.push(fn);
@@ -137,21 +160,16 @@ export class SessionClient {
 
   /** Sends a datagram to the session's primary, as client `from`, to one client or (empty) the others. */
   sendDatagram(data: Uint8Array, from: string, to = ''): void {
-    this.nc.publish(subjects.datagramIn(this.sid), encodeDatagram(from, to, data));
+    this.transport.publish(subjects.datagramIn(this.sid), encodeDatagram(from, to, data));
   }
 
   /** Calls `fn` with every datagram the primary forwards to the session's clients. */
   onDatagram(fn: (data: Uint8Array, from: string, to: string) => void): void {
     this.subs.push(
-      this.nc.subscribe(subjects.datagramOut(this.sid), {
-        callback: (_e, m) => {
-          try {
-            const d = decodeDatagram(m.data);
-            fn(d.data, d.from, d.to);
-          } catch {
-            // A malformed datagram is dropped, as UDP would.
-          }
-        },
+      this.transport.subscribe(subjects.datagramOut(this.sid), (m) => {
+        // A malformed datagram throws: the transport drops and counts it, as UDP would drop it.
+        const d = decodeDatagram(m.data);
+        fn(d.data, d.from, d.to);
       }),
     );
   }
@@ -160,13 +178,7 @@ export class SessionClient {
     const f = decodeFrame(bytes);
     if (f.kind !== FrameKind.event || f.epoch < this.epoch) return;
     if (f.epoch > this.epoch) this.newEpoch(f.epoch);
-    this.heldEvents.push({
-      seq: f.seq,
-      epoch: f.epoch,
-      mode: consistencyOf(f.flags),
-      event: f.event,
-      payload: f.payload.slice(),
-    });
+    this.heldEvents.push({ ...stampOf(f), event: f.event, payload: f.payload.slice() });
     this.releaseEvents();
   }
 
@@ -180,14 +192,32 @@ export class SessionClient {
     }
   }
 
+  /** An ack from the wire: untrusted; a malformed one throws (the transport counts it). */
   private onAck(bytes: Uint8Array): void {
     const f = decodeFrame(bytes);
     if (f.kind !== FrameKind.ack || f.epoch < this.epoch) return;
+    if (f.source !== AckSource.standby && f.source !== AckSource.log) return;
     if (f.epoch > this.epoch) this.newEpoch(f.epoch);
-    const mark = f.source === AckSource.log ? this.logAck : this.standbyAck;
-    if (f.epoch < mark.epoch || (f.epoch === mark.epoch && f.seq <= mark.seq)) return;
-    mark.epoch = f.epoch;
-    mark.seq = f.seq;
+    if (f.source === AckSource.log) {
+      const mark = this.logAck;
+      if (f.epoch < mark.epoch || (f.epoch === mark.epoch && f.seq < mark.seq)) return;
+      if (f.epoch === mark.epoch && f.seq === mark.seq && f.term <= mark.term) return;
+      this.logAck = {
+        epoch: f.epoch,
+        term: Math.max(f.term, f.epoch === mark.epoch ? mark.term : 0),
+        seq: f.seq,
+      };
+    } else {
+      const mark = this.standbyAck;
+      const older =
+        f.epoch < mark.epoch ||
+        (f.epoch === mark.epoch &&
+          (f.term < mark.term || (f.term === mark.term && f.seq <= mark.seq)));
+      if (older) return;
+      this.standbyAck = { epoch: f.epoch, term: f.term, seq: f.seq };
+    }
+    // Commits arrive in seq order and a later one is released no sooner than
+    // an earlier one: the release is a prefix of `held`.
     while (this.held.length) {
       const id = this.held[0]!;
       const p = this.pending.get(id);
@@ -196,17 +226,6 @@ export class SessionClient {
       this.held.shift();
     }
     if (this.heldEvents.length) this.releaseEvents();
-  }
-
-  /**
-   * An ack releases only replies of its own epoch: a seq of an older epoch
-   * may have been replaced by the new primary's history.
-   */
-  private acked(
-    mark: { epoch: number; seq: number },
-    held: { epoch: number; seq: number },
-  ): boolean {
-    return mark.epoch === held.epoch && mark.seq >= held.seq;
   }
 
   /**
@@ -227,18 +246,32 @@ export class SessionClient {
       }
       p.held = undefined;
       this.resends++;
-      this.nc.publish(subjects.input(this.sid), p.frame);
+      this.transport.publish(subjects.input(this.sid), p.frame);
     }
     for (const [id, p] of this.pending) if (p.held) this.held.push(id);
   }
 
-  /** True when a transaction of this mode, epoch and seq may be shown to clients. */
-  private releasable(h: { mode: number; epoch: number; seq: number }): boolean {
-    return (
-      h.mode === ConsistencyCode.async ||
-      (this.acked(this.standbyAck, h) &&
-        (h.mode !== ConsistencyCode.durable || this.acked(this.logAck, h)))
-    );
+  /**
+   * True when a transaction so stamped may be shown to clients: every
+   * successor of its primary will hold it (PROTOCOL.md, "Replication and
+   * release"). An ack releases only its own epoch (a seq of an older epoch
+   * may have been replaced by the new primary's history). A standby's ack
+   * releases commits of its term or an earlier one: that standby holds them,
+   * and a standby named later synced from a state that had them. The log's
+   * ack releases a commit made unprotected, or one whose standby has been
+   * replaced since (the ack's term is newer): the primary flushes the log
+   * before the record stops naming a standby; before that, the standby it
+   * names is the successor, and the log holding a commit it lacks proves nothing.
+   */
+  private releasable(h: Stamp): boolean {
+    if (h.mode === ConsistencyCode.async) return true;
+    const s = this.standbyAck;
+    const l = this.logAck;
+    const byStandby = s.epoch === h.epoch && s.term >= h.term && s.seq >= h.seq;
+    const logged = l.epoch === h.epoch && l.seq >= h.seq;
+    const byLog = logged && (h.unprotected || l.term > h.term);
+    if (h.mode === ConsistencyCode.durable) return logged && (byStandby || byLog);
+    return byStandby || byLog;
   }
 
   /** Releases the reply if its mode allows it now; true when released. */
@@ -250,8 +283,16 @@ export class SessionClient {
     return true;
   }
 
+  private armSweep(): void {
+    this.sweep ??= this.clock.setTimeout(() => {
+      this.sweep = undefined;
+      this.expire();
+      if (this.pending.size && !this.closed) this.armSweep();
+    }, 50);
+  }
+
   private expire(): void {
-    const now = Date.now();
+    const now = this.clock.now();
     for (const [id, p] of this.pending) {
       if (p.deadline > now) continue;
       this.pending.delete(id);
@@ -261,10 +302,6 @@ export class SessionClient {
         ),
       );
     }
-    if (this.pending.size === 0) {
-      clearInterval(this.sweep);
-      this.sweep = undefined;
-    }
   }
 
   /** Stops listening; pending requests reject with {@link ClosedError}. Safe to call twice. */
@@ -272,9 +309,20 @@ export class SessionClient {
     if (this.closed) return;
     this.closed = true;
     for (const s of this.subs) s.unsubscribe();
-    clearInterval(this.sweep);
+    if (this.sweep !== undefined) this.clock.clearTimeout(this.sweep);
+    this.sweep = undefined;
     for (const p of this.pending.values())
       p.reject(new ClosedError(`client of ${this.sid} closed`));
     this.pending.clear();
   }
+}
+
+function stampOf(f: { flags: number; epoch: number; term: number; seq: number }): Stamp {
+  return {
+    seq: f.seq,
+    epoch: f.epoch,
+    term: f.term,
+    mode: consistencyOf(f.flags),
+    unprotected: (f.flags & CommitFlag.unprotected) !== 0,
+  };
 }

@@ -11,8 +11,9 @@ import { InvalidArgumentError } from './errors.ts';
  * - `ftm.s.<sid>.evt`  events the actor emits for its clients (released like replies)
  * - `ftm.s.<sid>.dg.in`, `.dg.out`  datagrams to the primary, and forwarded to clients
  * - `ftm.h.<host>.ctl` control requests to a host (attach a standby, ...)
+ * - `ftm.h.<host>.probe` a probe, answered by the host's liveness worker with its incarnation
  * - `ftm.log.<sid>`    durable log of patch batches (JetStream)
- * - `ftm.hb.<host>`    a host's heartbeat, with its load
+ * - `ftm.hb.<host>`    a host's heartbeat (while it holds sessions; watched by the hosts it shares them with)
  * - `$SYS.ACCOUNT.APP.DISCONNECT`  the server's disconnect advisory, imported into the app account
  */
 export const subjects = {
@@ -24,6 +25,7 @@ export const subjects = {
   datagramIn: (sid: string) => `ftm.s.${sid}.dg.in`,
   datagramOut: (sid: string) => `ftm.s.${sid}.dg.out`,
   hostControl: (hostId: string) => `ftm.h.${hostId}.ctl`,
+  probe: (hostId: string) => `ftm.h.${hostId}.probe`,
   log: (sid: string) => `ftm.log.${sid}`,
   logAll: 'ftm.log.>',
   heartbeat: (hostId: string) => `ftm.hb.${hostId}`,

@@ -7,16 +7,19 @@ import { MalformedFrameError } from './errors.ts';
  * gateway strips them, the client never pays for them.
  *
  * Input   [kind=1][flags][u16 idLen][id][u16 typeLen][type][payload...]
- * Commit  [kind=2][flags][u32 epoch][f64 seq][u16 idLen][id][u32 replyLen][reply][patches...]
- * Refusal [kind=3][flags][u32 epoch][f64 seq][u16 idLen][id][u32 errLen][error][]
- * Ack     [kind=4][source][u32 epoch][f64 seq]
- * Event   [kind=5][flags][u32 epoch][f64 seq][u16 nameLen][name][u32 payloadLen][payload]
+ * Commit  [kind=2][flags][u32 epoch][u32 term][f64 seq][u16 idLen][id][u32 replyLen][reply][patches...]
+ * Refusal [kind=3][flags][u32 epoch][u32 term][f64 seq][u16 idLen][id][u32 errLen][error]
+ * Ack     [kind=4][source][u32 epoch][u32 term][f64 seq]
+ * Event   [kind=5][flags][u32 epoch][u32 term][f64 seq][u16 nameLen][name][u32 payloadLen][payload]
+ * Epoch   [kind=6][0][u32 epoch][u32 0][f64 from]   (in the log only: an epoch's history starts after `from`)
  *
+ * `term` counts the standby changes within an epoch (see PROTOCOL.md): a
+ * standby's ack releases only commits of its own term.
  * Numbers are big-endian. `seq` is a float64 holding a safe integer.
  * A commit's reply and patches, and an input's payload, are encoded by the
  * value codec; the wire layer treats them as opaque bytes.
  */
-export const FrameKind = { input: 1, commit: 2, refusal: 3, ack: 4, event: 5 } as const;
+export const FrameKind = { input: 1, commit: 2, refusal: 3, ack: 4, event: 5, epoch: 6 } as const;
 
 /** Consistency modes, as stored in the low two bits of a commit's flags. */
 export const ConsistencyCode = { async: 0, standby: 1, durable: 2 } as const;
@@ -34,6 +37,8 @@ export const CommitFlag = {
    * log) already holds this seq, so the reply may be released at once.
    */
   released: 1 << 5,
+  /** Committed while no standby was named: only the log's ack releases it. */
+  unprotected: 1 << 6,
 } as const;
 
 /** Who acknowledged a seq. */
@@ -53,6 +58,7 @@ export type CommitFrame = {
   kind: typeof FrameKind.commit;
   flags: number;
   epoch: number;
+  term: number;
   seq: number;
   requestId: string;
   reply: Uint8Array;
@@ -62,6 +68,7 @@ export type CommitFrame = {
 export type RefusalFrame = {
   kind: typeof FrameKind.refusal;
   epoch: number;
+  term: number;
   seq: number;
   requestId: string;
   error: Uint8Array;
@@ -71,6 +78,7 @@ export type EventFrame = {
   kind: typeof FrameKind.event;
   flags: number;
   epoch: number;
+  term: number;
   seq: number;
   event: string;
   payload: Uint8Array;
@@ -80,10 +88,21 @@ export type AckFrame = {
   kind: typeof FrameKind.ack;
   source: number;
   epoch: number;
+  term: number;
   seq: number;
 };
 
-export type Frame = InputFrame | CommitFrame | RefusalFrame | AckFrame | EventFrame;
+/** In the log: epoch `epoch`'s history continues from seq `from`; earlier frames above it are void. */
+export type EpochFrame = {
+  kind: typeof FrameKind.epoch;
+  epoch: number;
+  from: number;
+};
+
+export type Frame = InputFrame | CommitFrame | RefusalFrame | AckFrame | EventFrame | EpochFrame;
+
+/** Bytes of the header every sequenced frame (commit, refusal, ack, event, epoch) starts with. */
+const headerBytes = 18;
 
 const maxId = 0xffff;
 
@@ -113,24 +132,31 @@ export function encodeInput(requestId: string, type: string, payload: Uint8Array
   return out;
 }
 
+/** A sequence position: which epoch and term, and which seq. */
+export type Position = { epoch: number; term: number; seq: number };
+
+function writeHeader(view: DataView, out: Uint8Array, kind: number, flags: number, p: Position) {
+  out[0] = kind;
+  out[1] = flags;
+  view.setUint32(2, p.epoch);
+  view.setUint32(6, p.term);
+  view.setFloat64(10, p.seq);
+}
+
 function encodeSequenced(
   kind: number,
   flags: number,
-  epoch: number,
-  seq: number,
+  p: Position,
   requestId: string,
   body: Uint8Array,
   tail: Uint8Array | undefined,
 ): Uint8Array {
   const id = idBytes(requestId);
   const tailLength = tail ? tail.length : 0;
-  const out = new Uint8Array(14 + 2 + id.length + 4 + body.length + tailLength);
+  const out = new Uint8Array(headerBytes + 2 + id.length + 4 + body.length + tailLength);
   const view = new DataView(out.buffer);
-  out[0] = kind;
-  out[1] = flags;
-  view.setUint32(2, epoch);
-  view.setFloat64(6, seq);
-  let at = writeString(view, out, 14, id);
+  writeHeader(view, out, kind, flags, p);
+  let at = writeString(view, out, headerBytes, id);
   view.setUint32(at, body.length);
   out.set(body, at + 4);
   at += 4 + body.length;
@@ -141,39 +167,40 @@ function encodeSequenced(
 /** Encodes a committed transaction: its reply and its patches in one frame. */
 export function encodeCommit(
   flags: number,
-  epoch: number,
-  seq: number,
+  p: Position,
   requestId: string,
   reply: Uint8Array,
   patches: Uint8Array,
 ): Uint8Array {
-  return encodeSequenced(FrameKind.commit, flags, epoch, seq, requestId, reply, patches);
+  return encodeSequenced(FrameKind.commit, flags, p, requestId, reply, patches);
 }
 
 /** Encodes a refusal: the request was rolled back (handler threw, unknown type, ...). */
-export function encodeRefusal(epoch: number, seq: number, requestId: string, error: Uint8Array) {
-  return encodeSequenced(FrameKind.refusal, 0, epoch, seq, requestId, error, undefined);
+export function encodeRefusal(p: Position, requestId: string, error: Uint8Array): Uint8Array {
+  return encodeSequenced(FrameKind.refusal, 0, p, requestId, error, undefined);
 }
 
-/** Encodes an event the transaction `seq` emitted; `flags` carry the consistency mode. */
+/** Encodes an event the transaction at `p` emitted; `flags` carry the consistency mode. */
 export function encodeEvent(
   flags: number,
-  epoch: number,
-  seq: number,
+  p: Position,
   event: string,
   payload: Uint8Array,
 ): Uint8Array {
-  return encodeSequenced(FrameKind.event, flags, epoch, seq, event, payload, undefined);
+  return encodeSequenced(FrameKind.event, flags, p, event, payload, undefined);
 }
 
-/** Encodes an acknowledgement that `source` holds every seq up to `seq`. */
-export function encodeAck(source: number, epoch: number, seq: number): Uint8Array {
-  const out = new Uint8Array(14);
-  const view = new DataView(out.buffer);
-  out[0] = FrameKind.ack;
-  out[1] = source;
-  view.setUint32(2, epoch);
-  view.setFloat64(6, seq);
+/** Encodes an acknowledgement that `source` holds every seq up to `p.seq` of the epoch (and term). */
+export function encodeAck(source: number, p: Position): Uint8Array {
+  const out = new Uint8Array(headerBytes);
+  writeHeader(new DataView(out.buffer), out, FrameKind.ack, source, p);
+  return out;
+}
+
+/** Encodes an epoch marker for the log: epoch `epoch`'s history continues after seq `from`. */
+export function encodeEpochMarker(epoch: number, from: number): Uint8Array {
+  const out = new Uint8Array(headerBytes);
+  writeHeader(new DataView(out.buffer), out, FrameKind.epoch, 0, { epoch, term: 0, seq: from });
   return out;
 }
 
@@ -182,12 +209,13 @@ function fail(what: string): never {
 }
 
 /**
- * Decodes any frame. The returned byte fields are views into `bytes`
- * (no copy): keep `bytes` alive and unmodified while they are used.
+ * Decodes any frame, checking every length and number: the bytes come from
+ * the wire and are untrusted. The returned byte fields are views into
+ * `bytes` (no copy): keep `bytes` alive and unmodified while they are used.
  * @throws MalformedFrameError when the bytes are not a well-formed frame
  */
 export function decodeFrame(bytes: Uint8Array): Frame {
-  if (bytes.length < 2) fail(`${bytes.length} bytes`);
+  if (!(bytes instanceof Uint8Array) || bytes.length < 2) fail(`${bytes?.length} bytes`);
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const kind = bytes[0];
   if (kind === FrameKind.input) {
@@ -201,34 +229,49 @@ export function decodeFrame(bytes: Uint8Array): Frame {
       return s;
     };
     const requestId = readString();
+    if (!requestId) fail('input without a request id');
     const type = readString();
     return { kind, requestId, type, payload: bytes.subarray(at) };
   }
-  if (kind === FrameKind.ack) {
-    if (bytes.length !== 14) fail(`ack of ${bytes.length} bytes`);
-    return { kind, source: bytes[1]!, epoch: view.getUint32(2), seq: view.getFloat64(6) };
-  }
-  if (kind !== FrameKind.commit && kind !== FrameKind.refusal && kind !== FrameKind.event)
+  if (
+    kind !== FrameKind.commit &&
+    kind !== FrameKind.refusal &&
+    kind !== FrameKind.event &&
+    kind !== FrameKind.ack &&
+    kind !== FrameKind.epoch
+  )
     fail(`unknown kind ${kind}`);
-  if (bytes.length < 16) fail('truncated header');
+  if (bytes.length < headerBytes) fail('truncated header');
   const flags = bytes[1]!;
   const epoch = view.getUint32(2);
-  const seq = view.getFloat64(6);
+  const term = view.getUint32(6);
+  const seq = view.getFloat64(10);
   if (!Number.isSafeInteger(seq) || seq < 0) fail(`seq ${seq}`);
-  const idLength = view.getUint16(14);
-  let at = 16 + idLength;
+  if (kind === FrameKind.ack) {
+    if (bytes.length !== headerBytes) fail(`ack of ${bytes.length} bytes`);
+    return { kind, source: flags, epoch, term, seq };
+  }
+  if (kind === FrameKind.epoch) {
+    if (bytes.length !== headerBytes) fail(`epoch marker of ${bytes.length} bytes`);
+    return { kind, epoch, from: seq };
+  }
+  if (bytes.length < headerBytes + 2) fail('truncated request id length');
+  const idLength = view.getUint16(headerBytes);
+  let at = headerBytes + 2 + idLength;
   if (at + 4 > bytes.length) fail('truncated request id');
-  const requestId = decoder.decode(bytes.subarray(16, at));
+  const requestId = decoder.decode(bytes.subarray(headerBytes + 2, at));
   const bodyLength = view.getUint32(at);
   at += 4;
   if (at + bodyLength > bytes.length) fail('truncated body');
   const body = bytes.subarray(at, at + bodyLength);
-  if (kind === FrameKind.refusal) return { kind, epoch, seq, requestId, error: body };
-  if (kind === FrameKind.event) return { kind, flags, epoch, seq, event: requestId, payload: body };
+  if (kind === FrameKind.refusal) return { kind, epoch, term, seq, requestId, error: body };
+  if (kind === FrameKind.event)
+    return { kind, flags, epoch, term, seq, event: requestId, payload: body };
   return {
     kind,
     flags,
     epoch,
+    term,
     seq,
     requestId,
     reply: body,
@@ -236,11 +279,11 @@ export function decodeFrame(bytes: Uint8Array): Frame {
   };
 }
 
-/** Reads only the kind, epoch and seq of a commit or refusal frame; cheap, for routing. */
-export function peekSequence(bytes: Uint8Array): { epoch: number; seq: number } {
-  if (bytes.length < 14) fail(`${bytes.length} bytes`);
+/** Reads only the epoch, term and seq of a sequenced frame; cheap, for routing. */
+export function peekSequence(bytes: Uint8Array): Position {
+  if (bytes.length < headerBytes) fail(`${bytes.length} bytes`);
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  return { epoch: view.getUint32(2), seq: view.getFloat64(6) };
+  return { epoch: view.getUint32(2), term: view.getUint32(6), seq: view.getFloat64(10) };
 }
 
 /** The consistency mode bits of a commit frame's flags. */
@@ -253,14 +296,7 @@ export function consistencyOf(flags: number): number {
  * gateway strips them, and what the dedup table keeps to answer a repeat.
  */
 export function withoutPatches(frame: CommitFrame, extraFlags = 0): Uint8Array {
-  return encodeCommit(
-    frame.flags | extraFlags,
-    frame.epoch,
-    frame.seq,
-    frame.requestId,
-    frame.reply,
-    empty,
-  );
+  return encodeCommit(frame.flags | extraFlags, frame, frame.requestId, frame.reply, empty);
 }
 
 const empty = new Uint8Array(0);

@@ -7,7 +7,7 @@ import {
   type HostOptions,
 } from '../../runtime/index.ts';
 import { connectionName } from '../../runtime/membership.ts';
-import { Ownership } from '../../runtime/ownership.ts';
+import { openOwnership } from '../helpers/records.ts';
 import { SnapshotStore } from '../../runtime/snapshot-store.ts';
 import { subjects } from '../../runtime/subjects.ts';
 import { createValueCodec } from '../../runtime/codec.ts';
@@ -32,6 +32,7 @@ describe('ownership races and planned handoff (hosts in this process)', function
       // Four hosts share this process's two cores: detection is not under test here,
       // a wide heartbeat timeout keeps false detections out of it.
       heartbeatTimeoutMs: 500,
+      ...(process.env.FTM_TRACE ? { trace: (l: string) => console.log(`[${hostId}] ${l}`) } : {}),
       ...extra,
     });
     hosts.push(h);
@@ -141,29 +142,19 @@ describe('ownership races and planned handoff (hosts in this process)', function
     );
   });
 
-  it('a standby the record stops naming logs what it acknowledged before it drops its copy', async () => {
-    // The primary logs nothing (its flush runs once an hour): only the standby's copy
-    // holds the ten released adds.
-    const a = await host('wk-a', { logFlushIntervalMs: 3_600_000, failover: false });
-    const b = await host('wk-b');
+  it('a primary logs what its standby acknowledged before the record stops naming the standby', async () => {
+    // The primary's flusher runs once an hour: only the standby's copy holds the ten released adds.
+    const a = await host('wk-a', { logFlushIntervalMs: 3_600_000 });
+    const b = await host('wk-b', { failover: false });
     await a.openSession('counter', 'wk', { standby: 'wk-b' });
     for (let i = 1; i <= 10; i++) assert.equal(await a.request('wk', 'add', 1), i);
     assert.equal((await a.readDurable('counter', 'wk')).logged, 0, 'the primary logged nothing');
 
-    // What a primary that took its standby for dead does: the record stops naming wk-b.
-    const nc = await connectNats(nats.url);
-    try {
-      const ownership = await Ownership.open(nc, createValueCodec());
-      const current = (await ownership.get('wk'))!;
-      assert.ok(await ownership.swap('wk', { ...current.record, standby: '' }, current.revision));
-    } finally {
-      await nc.close();
-    }
-    await until(() => b.info('wk') === undefined, { message: 'wk-b dropped its copy' });
-    await until(async () => (await a.readDurable('counter', 'wk')).logged === 10, {
-      message: 'the ten adds are in the log',
-    });
-    assert.equal(((await a.readDurable('counter', 'wk')).state as { value: number }).value, 10);
+    // The standby leaves (declared dead by its own goodbye): the primary drops it from the record.
+    await b.close();
+    await until(() => a.owner('wk')?.standby === '', { message: 'the record names no standby' });
+    // At the moment the record stops naming it, the log already holds what it acknowledged.
+    assert.equal((await a.readDurable('counter', 'wk')).logged, 10, 'the ten adds are in the log');
   });
 
   it('a primary replaced before it knows stores no snapshot of commits nobody acknowledged', async () => {
@@ -181,10 +172,15 @@ describe('ownership races and planned handoff (hosts in this process)', function
     // learns of it only from the record.
     const nc = await connectNats(nats.url);
     try {
-      const ownership = await Ownership.open(nc, createValueCodec());
+      const ownership = await openOwnership(nc);
       const current = (await ownership.get('sn'))!;
-      const next = { ...current.record, primary: 'sn-x', standby: '', epoch: 2 };
-      assert.ok(await ownership.swap('sn', next, current.revision));
+      const taken = await ownership.change('sn', {
+        type: 'restore',
+        by: 'sn-x',
+        judged: current.record,
+        logEpoch: 0,
+      });
+      assert.ok(taken.ok, 'sn-x owns epoch 2');
       await snapshotting;
       assert.equal(a.info('sn'), undefined, 'sn-a stopped serving');
       // Seqs 11 to 15 of epoch 1 are not the session's history: no snapshot may hold them.
@@ -208,7 +204,7 @@ describe('ownership races and planned handoff (hosts in this process)', function
     const nc = await connectNats(nats.url);
     try {
       const codec = createValueCodec();
-      const { revision } = (await (await Ownership.open(nc, codec)).get('nm'))!;
+      const { revision } = (await (await openOwnership(nc)).get('nm'))!;
       const sync = { op: 'sync', sid: 'nm', actor: 'counter', after: revision };
       const answer = codec.decode(
         (await nc.request(subjects.hostControl('nm-c'), codec.encode(sync), { timeout: 5_000 }))

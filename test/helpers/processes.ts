@@ -230,7 +230,7 @@ export function useProcessesPerTest(): Map<string, NodeProcess> {
   afterEach(async function () {
     if (this.currentTest?.state === 'failed')
       for (const [id, p] of procs)
-        if (p.stderr.length) console.log(`--- ${id} stderr ---\n${p.stderr.slice(-15).join('\n')}`);
+        if (p.stderr.length) console.log(`--- ${id} stderr ---\n${p.stderr.slice(-40).join('\n')}`);
     for (const p of procs.values()) p.signal('SIGKILL');
     await Promise.all([...procs.values()].map((p) => p.exited));
     procs.clear();
@@ -253,7 +253,7 @@ export async function startHostProcesses(
   for (const id of ids)
     procs.set(
       id,
-      spawnNode('cli/ftmesh.ts', ['host', '--nats', natsUrl, '--id', id, ...extraArgs]),
+      spawnNode('cli/ftmesh.ts', ['host', '--nats', natsUrl, '--id', id, '--trace', ...extraArgs]),
     );
   await Promise.all(
     ids.map((id) => procs.get(id)!.waitForLine(new RegExp(`^ready ${id}`), 20_000)),

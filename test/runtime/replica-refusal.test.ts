@@ -52,7 +52,7 @@ describe('a standby refuses bad output and keeps its replica intact', function (
     const flags = ConsistencyCode.standby | CommitFlag.hasReply;
     forger.publish(
       'ftm.s.forged.out',
-      encodeCommit(flags, epoch, seq, 'forged', codec.encode(0), patches),
+      encodeCommit(flags, { epoch, term: 0, seq }, 'forged', codec.encode(0), patches),
     );
     await forger.flush();
   };
