@@ -24,14 +24,13 @@ import { cpus, loadavg, setPriority, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
-import { exampleActors } from '../actors/index.ts';
 import { startNatsServer } from '../infra/index.ts';
 import {
-  createHost,
+  createClient,
   RequestTimeoutError,
   type FailoverRecord,
   type FtmError,
-  type Host,
+  type MeshClient,
   type OwnerRecord,
 } from '../runtime/index.ts';
 import { columns, stats, type Stats } from './stats.ts';
@@ -322,7 +321,7 @@ class RequestStream {
   private readonly inflight = new Set<Promise<void>>();
 
   constructor(
-    private readonly client: Host,
+    private readonly client: MeshClient,
     private readonly sid: string,
     private readonly ratePerS: number,
   ) {}
@@ -453,15 +452,12 @@ async function round(kind: 'crash' | 'hang', faults: number, tag: string): Promi
   const clientErrors: string[] = [];
   const server = await startNatsServer();
   const procs = new HostProcesses(server.url);
-  let client: Host | undefined;
+  let client: MeshClient | undefined;
   let stream: RequestStream | undefined;
   try {
     await Promise.all(Array.from({ length: HOSTS }, () => procs.start()));
-    const c = (client = await createHost({
+    const c = (client = await createClient({
       nats: server.url,
-      actors: exampleActors,
-      hostId: 'bench-client',
-      capacity: 0,
       onError: (err: FtmError) => clientErrors.push(`${err.name}: ${err.message}`),
     }));
     const heard = async (ids: string[]) => {

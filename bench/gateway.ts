@@ -32,8 +32,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { startNatsServer } from '../infra/index.ts';
 import { connect, mintToken, type Session } from '../gateway/index.ts';
-import { connectNats, createHost, type Host } from '../runtime/index.ts';
-import { ECHO_SUBJECT, allBenchActors } from './gateway-actors.ts';
+import { connectNats, createClient, type FtmError, type MeshClient } from '../runtime/index.ts';
+import { ECHO_SUBJECT } from './gateway-actors.ts';
 import { stats, timeEach, type Stats } from './stats.ts';
 
 /** Percentiles in ms; NaN (null in JSON) without samples. */
@@ -158,7 +158,7 @@ async function throughput(session: Session, total: number, window: number): Prom
 /** A nats-server, host processes, a gateway process and a control host (capacity 0) here. */
 type Mesh = {
   url: string;
-  control: Host;
+  control: MeshClient;
   hosts: Map<string, Role>;
   /** Connects an SDK session (closed with the mesh). */
   open(sub: string, sid: string, udp?: boolean): Promise<Session>;
@@ -169,7 +169,7 @@ async function startMesh(hostIds: string[], extra: string[][] = []): Promise<Mes
   const server = await startNatsServer();
   const roles: Role[] = [];
   const sessions: Session[] = [];
-  let control: Host | undefined;
+  let control: MeshClient | undefined;
   const stop = async () => {
     for (const s of sessions) await s.close().catch(() => undefined);
     await control?.close().catch(() => undefined);
@@ -189,12 +189,9 @@ async function startMesh(hostIds: string[], extra: string[][] = []): Promise<Mes
     );
     const url = (await gw.ready()).split(' ')[3]!;
     await Promise.all(roles.map((r) => r.ready()));
-    const c = await createHost({
+    const c = await createClient({
       nats: server.url,
-      actors: allBenchActors,
-      hostId: 'gb-control',
-      capacity: 0,
-      onError: () => undefined,
+      onError: (err: FtmError) => console.error(`control: ${err.name}: ${err.message}`),
     });
     control = c;
     await poll(

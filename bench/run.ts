@@ -1,5 +1,7 @@
 /**
- * Benchmarks. `npm run bench -- replication|codec|failover|gateway [--quick] [--json]`
+ * Benchmarks. `npm run bench -- replication|codec|failover|gateway|idle|detector [--quick] [--json]`
+ * (idle also takes `--hosts N[,M...]`, default 3,20; detector `--minutes M`, `--trace FILE`
+ * and `--window FROM-TO` in minutes).
  *
  * replication: request -> transaction -> released reply latency through the
  * host API per consistency mode, next to a raw NATS request/reply measured in
@@ -12,13 +14,22 @@ import { connect } from '@nats-io/transport-node';
 import { startNatsServer } from '../infra/index.ts';
 import { createHost, defineActor } from '../runtime/index.ts';
 import { formatCodecReport, runCodecBench, type CodecReport } from './codec.ts';
+import { formatDetectorReport, runDetectorBench, type DetectorReport } from './detector.ts';
 import { formatFailoverReport, runFailoverBench, type FailoverReport } from './failover.ts';
 import { formatGatewayReport, runGatewayBench, type GatewayReport } from './gateway.ts';
+import { formatIdleReport, parseHostCounts, runIdleBench, type IdleReport } from './idle.ts';
 import { stats, timeEach } from './stats.ts';
 
 const { positionals, values } = parseArgs({
   allowPositionals: true,
-  options: { quick: { type: 'boolean' }, json: { type: 'boolean' } },
+  options: {
+    quick: { type: 'boolean' },
+    json: { type: 'boolean' },
+    hosts: { type: 'string' },
+    minutes: { type: 'string' },
+    trace: { type: 'string' },
+    window: { type: 'string' },
+  },
 });
 
 async function replication(): Promise<Record<string, unknown>> {
@@ -90,12 +101,28 @@ const benches: Record<string, () => Promise<Record<string, unknown>>> = {
   codec: () => Promise.resolve().then(() => runCodecBench({ quick: values.quick === true })),
   failover: () => runFailoverBench({ quick: values.quick === true }),
   gateway: () => runGatewayBench(values.quick === true),
+  // parseHostCounts throws on a bad --hosts: inside then(), that is a rejection like any failure.
+  idle: () =>
+    Promise.resolve().then(() =>
+      runIdleBench({ quick: values.quick === true, hosts: parseHostCounts(values.hosts) }),
+    ),
+  detector: () =>
+    runDetectorBench({
+      quick: values.quick === true,
+      ...(values.minutes !== undefined ? { minutes: Number(values.minutes) } : {}),
+      ...(values.trace !== undefined ? { trace: values.trace } : {}),
+      ...(values.window !== undefined
+        ? { window: values.window.split('-').map(Number) as [number, number] }
+        : {}),
+    }),
 };
 // Benchmarks that print a table; the others print one line per figure.
 const tables: Record<string, (r: Record<string, unknown>) => string> = {
   codec: (r) => formatCodecReport(r as CodecReport, values.quick === true),
   failover: (r) => formatFailoverReport(r as FailoverReport, values.quick === true),
   gateway: (r) => formatGatewayReport(r as GatewayReport),
+  idle: (r) => formatIdleReport(r as IdleReport, values.quick === true),
+  detector: (r) => formatDetectorReport(r as DetectorReport, values.quick === true),
 };
 const name = positionals[0] ?? 'replication';
 const bench = benches[name];

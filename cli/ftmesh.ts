@@ -13,7 +13,7 @@
 import { parseArgs } from 'node:util';
 import { exampleActors } from '../actors/index.ts';
 import { startNatsServer } from '../infra/index.ts';
-import { createHost } from '../runtime/index.ts';
+import { createClient, createHost } from '../runtime/index.ts';
 import { createGateway, mintToken } from '../gateway/index.ts';
 
 const { positionals, values } = parseArgs({
@@ -41,13 +41,8 @@ async function demo(): Promise<void> {
   console.log(server ? `started nats-server ${url} (pid ${server.pid})` : `using nats ${url}`);
   const primary = await createHost({ nats: url, actors: exampleActors, hostId: 'primary' });
   const standby = await createHost({ nats: url, actors: exampleActors, hostId: 'standby' });
-  // A third party that only sends requests (capacity 0: it serves nothing).
-  const client = await createHost({
-    nats: url,
-    actors: exampleActors,
-    hostId: 'client',
-    capacity: 0,
-  });
+  // A third party that only sends requests: a light client, it serves nothing.
+  const client = await createClient({ nats: url });
   try {
     await primary.openSession('counter', 'demo-room', { standby: 'standby' });
     for (const by of [1, 2, 3, 4, 5]) {
@@ -68,7 +63,9 @@ async function demo(): Promise<void> {
       standby: 'standby',
     });
     await client.request('demo-failover', 'add', 1);
-    console.log('primary host closes its NATS connection, as a crash would...');
+    console.log(
+      'the primary host closes (a clean stop: it leaves, and its standby takes over at once)...',
+    );
     await primary.close();
     const value = await client.request('demo-failover', 'add', 10);
     const f = standby.failovers().find((x) => x.sid === 'demo-failover');

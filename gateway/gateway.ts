@@ -5,12 +5,12 @@ import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { WebSocketServer } from 'ws';
 import {
-  createHost,
+  createClient,
   systemClock,
   type ActorDefinition,
   type Clock,
   type DrainReport,
-  type Host,
+  type MeshClient,
 } from '../runtime/index.ts';
 import {
   ClientConnection,
@@ -112,8 +112,8 @@ const HEARTBEAT_MS = 15_000;
 
 /**
  * Starts a gateway: a WebSocket server for clients, a UDP port for their
- * datagrams, and a capacity-0 host on the mesh through which it talks to
- * sessions (one runtime `SessionClient` per session). Resolves once both
+ * datagrams, and a mesh client (`createClient`: no heartbeat, no log, serves
+ * nothing) through which it talks to sessions (one runtime `SessionClient` per session). Resolves once both
  * ports listen.
  * @example
  * const gw = await createGateway({ nats: url, actors: [room], auth: { secret } });
@@ -140,14 +140,8 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   const grace = options.unknownSessionGraceMs ?? 250;
   const maxConnections = options.maxConnections ?? 10_000;
 
-  const host: Host = await createHost({
-    nats: options.nats,
-    actors: options.actors,
-    hostId: id,
-    capacity: 0,
-    failover: false,
-    onError,
-  });
+  // A light client of the mesh: it serves nothing, beats nothing, logs nothing.
+  const host: MeshClient = await createClient({ nats: options.nats, onError });
 
   const counters = {
     connectionsOpened: 0,
@@ -176,7 +170,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     }
     const known = routes.get(sid);
     if (known) return known;
-    const actor = owner && actors.get(owner.actor);
+    const actor = owner && !owner.closed ? actors.get(owner.actor) : undefined;
     if (!actor) return undefined;
     const r = new SessionRoute(sid, actor, host.client(sid), counters, limits.requestTimeoutMs);
     routes.set(sid, r);

@@ -6,9 +6,13 @@ export interface Clock {
   clearTimeout(handle: unknown): void;
 }
 
-/** The wall clock and Node's timers. */
+/**
+ * The wall clock and Node's timers. `now()` is milliseconds since the epoch
+ * with sub-millisecond resolution (`performance.timeOrigin + performance.now()`):
+ * failover timelines taken in different processes of one machine compare.
+ */
 export const systemClock: Clock = Object.freeze({
-  now: () => Date.now(),
+  now: () => performance.timeOrigin + performance.now(),
   setTimeout: (fn: () => void, ms: number) => setTimeout(fn, ms),
   clearTimeout: (handle: unknown) => clearTimeout(handle as NodeJS.Timeout),
 });

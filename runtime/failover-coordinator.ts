@@ -1,7 +1,7 @@
 import { isPrimary } from './copy-status.ts';
 import { FtmError } from './errors.ts';
 import type { FailoverCause } from './failover.ts';
-import { rendezvous } from './failover.ts';
+import { rendezvousScore } from './failover.ts';
 import type { HostContext } from './host-context.ts';
 import { fenceCopy } from './primaries.ts';
 import type { Promotion } from './promotion.ts';
@@ -129,7 +129,8 @@ export class FailoverCoordinator {
   /**
    * No copy here: restore when primary and standby are both dead by verdict
    * and have been for the grace (a host declared dead learns it within it),
-   * if rendezvous chooses this host among the live ones; or when the record
+   * this host first in the rendezvous ranking of the live ones (the next
+   * ones after a grace each); or when the record
    * names this host primary and it holds nothing (it rejoined) with no live
    * standby to take over.
    */
@@ -146,19 +147,20 @@ export class FailoverCoordinator {
     const primaryDead = ctx.membership.deadFor(r.primary);
     const standbyDead = r.standby ? ctx.membership.deadFor(r.standby) : Infinity;
     if (primaryDead === undefined || standbyDead === undefined) return;
-    const wait = ctx.tuning.restoreGraceMs - Math.min(primaryDead, standbyDead);
-    if (wait > 0) return this.later(sid, wait);
-    const candidates = [];
+    // Every live host ranks the candidates the same way (rendezvous); the
+    // first restores after the grace, each next one a grace later if the
+    // record still waits (the first may be gone too, or lack the actor).
+    const ranked = [];
     for (const [id, v] of ctx.membership.hosts)
       if (v.record.state === 'alive' && v.record.load.capacity > 0 && !v.record.load.draining)
-        candidates.push(id);
-    if (rendezvous(sid, candidates) !== ctx.hostId) return;
-    await this.restorer.restore(
-      sid,
-      r,
-      'restore',
-      ctx.clock.now() - Math.min(primaryDead, standbyDead),
-    );
+        ranked.push(id);
+    ranked.sort((x, y) => rendezvousScore(sid, y) - rendezvousScore(sid, x) || (x < y ? -1 : 1));
+    const rank = ranked.indexOf(ctx.hostId);
+    if (rank < 0) return;
+    const deadFor = Math.min(primaryDead, standbyDead);
+    const wait = ctx.tuning.restoreGraceMs * (rank + 1) - deadFor;
+    if (wait > 0) return this.later(sid, wait);
+    await this.restorer.restore(sid, r, 'restore', ctx.clock.now() - deadFor);
     this.attempts.delete(sid);
   }
 

@@ -1,5 +1,5 @@
 /** Why a session changed primary. */
-export type FailoverCause = 'advisory' | 'heartbeat' | 'leave' | 'drain' | 'restore';
+export type FailoverCause = 'advisory' | 'heartbeat' | 'leave' | 'probe' | 'drain' | 'restore';
 
 /**
  * One failover, as the new primary saw it. Times are milliseconds on the

@@ -84,13 +84,14 @@ export interface HostOptions {
   /** Heartbeat period (default 5 ms). */
   heartbeatIntervalMs?: number;
   /**
-   * The shortest silence of a host that raises a suspicion (default 20 ms);
-   * the phi-accrual detector waits longer when the host's beats are irregular.
+   * The shortest silence of a host that raises a suspicion (default 15 ms);
+   * the phi-accrual detector waits longer when the host's beats are irregular,
+   * and a probe (5 ms) confirms it before the host is declared dead.
    */
   heartbeatTimeoutMs?: number;
   /** The detector's other settings (see phi-accrual.mjs). */
   detector?: PhiAccrualOptions;
-  /** A probe unanswered this long confirms a suspicion (default 8 ms). */
+  /** A probe unanswered this long confirms a suspicion (default 5 ms). */
   probeTimeoutMs?: number;
   /** Watch the server's disconnect advisories (default true; needs the $SYS import, see infra/). */
   advisories?: boolean;

@@ -11,10 +11,21 @@ export type {
 } from './actor.ts';
 export { defineAdapter } from './adapter.ts';
 export type { AdapterOptions } from './adapter.ts';
-export { createHost } from './host.ts';
-export type { Host, HostOptions, SessionInfo, DrainReport, Inspection } from './host.ts';
+export { createHost, startHost } from './host.ts';
+export type {
+  Host,
+  HostOptions,
+  HostPorts,
+  SessionInfo,
+  DrainReport,
+  Inspection,
+  HostStatus,
+} from './host.ts';
+export { createClient } from './mesh-client.ts';
+export type { MeshClient, ClientOptions } from './mesh-client.ts';
 export type { FailoverRecord, FailoverCause } from './failover.ts';
-export type { OwnerRecord } from './ownership.ts';
+export type { OwnerRecord, OwnerChange } from './ownership-record.ts';
+export type { HostRecord, HostLoad, DownCause } from './membership-record.ts';
 export { SessionClient } from './session-client.ts';
 export { connectNats, natsDefaults } from './nats-connect.ts';
 export { stateHash } from './state-hash.ts';
@@ -22,6 +33,15 @@ export type { MetaSnapshot, Effect } from './session-meta.ts';
 export { subjects } from './subjects.ts';
 export { systemClock } from './clock.ts';
 export type { Clock } from './clock.ts';
+export type {
+  Transport,
+  TransportMessage,
+  KvPort,
+  KvEntry,
+  LogPort,
+  SnapshotPort,
+  Random,
+} from './ports.ts';
 export {
   FtmError,
   InvalidArgumentError,
@@ -38,4 +58,8 @@ export {
   RequestTimeoutError,
   NoResponderError,
   ClosedError,
+  KvConflictError,
+  LogConflictError,
+  MalformedMessageError,
 } from './errors.ts';
+export { HostIdInUseError } from './membership.ts';

@@ -96,13 +96,19 @@ nc.subscribe(`ftm.h.${hostId}.probe`, {
 });
 
 const beatFrame = new Uint8Array([1]);
+/**
+ * This thread, or our own beats' echo, late by more than this: the silence
+ * we would measure is ours. Half the shortest suspicion on top of the period
+ * (bench/README.md, detector: that catches the delays that hit every host at once).
+ */
+const guardMs = intervalMs + minSilenceMs / 2;
 let lastCheck = performance.now();
 const tick = () => {
   const now = performance.now();
   if (fast && connected && mainAlive(now)) nc.publish(`${prefix}${hostId}`, beatFrame);
-  const late = now - lastCheck > intervalMs * 4;
+  const late = now - lastCheck > guardMs;
   lastCheck = now;
-  if (late || (fast && now - lastEcho > intervalMs * 4)) {
+  if (late || (fast && now - lastEcho > guardMs)) {
     // This thread was held up, or our own beats come back late: the
     // silence we would measure is ours, not theirs.
     for (const id of watched.keys()) if (detector.has(id)) detector.heartbeat(id, now);

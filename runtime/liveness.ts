@@ -33,7 +33,7 @@ export type LivenessOptions = {
   heartbeatIntervalMs?: number;
   /** The detector's settings (phi-accrual.mjs has the defaults and why). */
   detector?: PhiAccrualOptions;
-  /** The shortest silence that raises a suspicion, whatever phi says (default 20 ms). */
+  /** The shortest silence that raises a suspicion, whatever phi says (default 15 ms). */
   minSilenceMs?: number;
   /** A main thread that has not run for this long is hung: beats and probe answers stop (default 1,000 ms). */
   mainHangMs?: number;
@@ -68,8 +68,10 @@ export function workerLiveness(
           hostId,
           connectionName,
           intervalMs: options.heartbeatIntervalMs ?? 5,
-          detector: options.detector ?? {},
-          minSilenceMs: options.minSilenceMs ?? 20,
+          // The confirmation probe (membership.ts, 5 ms) stands in for phi's
+          // acceptable pause: the same false verdicts, as soon (bench/README.md, detector).
+          detector: { acceptablePauseMs: 0, ...options.detector },
+          minSilenceMs: options.minSilenceMs ?? 15,
           mainHangMs: options.mainHangMs ?? 1_000,
           ticks,
         },

@@ -1,7 +1,11 @@
 import { MalformedMessageError } from './errors.ts';
 
 /** How a host was found gone. */
-export type DownCause = 'advisory' | 'heartbeat' | 'leave';
+/**
+ * How a host was found gone: the server's disconnect advisory, missed
+ * heartbeats, its own goodbye, or an unanswered probe of the background sweep.
+ */
+export type DownCause = 'advisory' | 'heartbeat' | 'leave' | 'probe';
 
 /** What a host reports about its sessions, for placement. */
 export type HostLoad = {
@@ -77,7 +81,7 @@ export function parseHostRecord(value: unknown): HostRecord {
     !count(l.standbys) ||
     !count(l.capacity) ||
     typeof l.draining !== 'boolean' ||
-    (r.cause !== undefined && !['advisory', 'heartbeat', 'leave'].includes(r.cause))
+    (r.cause !== undefined && !['advisory', 'heartbeat', 'leave', 'probe'].includes(r.cause))
   )
     throw new MalformedMessageError(`not a host record: ${JSON.stringify(value)?.slice(0, 200)}`);
   return {

@@ -11,6 +11,7 @@ import {
 } from './membership-record.ts';
 import { subjects } from './subjects.ts';
 import { rendezvous } from './failover.ts';
+import { backoffMs, retryPolicies, sleep } from './retry.ts';
 import type { DroppedMessages } from './dropped-messages.ts';
 
 export type { DownCause, HostLoad, HostRecord };
@@ -42,7 +43,7 @@ export type MembershipDeps = {
 export type MembershipOptions = {
   /** Watch the server's disconnect advisories (default true; needs the $SYS import, see infra/). */
   advisories?: boolean;
-  /** A probe unanswered this long confirms a suspicion (default 8 ms). */
+  /** A probe unanswered this long confirms a suspicion (default 5 ms). */
   probeTimeoutMs?: number;
   /** A host that does not watch the advisory's host waits this long before it confirms (default 200 ms). */
   advisoryBackupMs?: number;
@@ -76,6 +77,8 @@ export class Membership {
   /** When each host was first suspected (since it was last seen alive): a failover's detection time. */
   private readonly suspected = new Map<string, number>();
   private stopWatch: (() => void) | undefined;
+  private sweepTimer: unknown;
+  private stopped = false;
   private advisories: { unsubscribe(): void } | undefined;
   private started = 0;
   private lastLoad: string | undefined;
@@ -111,6 +114,7 @@ export class Membership {
         this.onAdvisory(m.data),
       );
     }
+    this.sweep();
   }
 
   /**
@@ -237,42 +241,83 @@ export class Membership {
   }
 
   /**
-   * A suspicion (silence, or the server's disconnect advisory): probe the
-   * suspect, and when it does not answer, declare it dead by compare-and-swap.
-   * Resolves whether this call wrote the verdict.
+   * A suspicion (silence, the server's disconnect advisory, the sweep): probe
+   * the suspect, and when it does not answer within `probeTimeoutMs`,
+   * declare it dead by compare-and-swap. A store that does not answer is
+   * tried again (the failover policy). Resolves whether this call wrote the verdict.
    */
-  async confirm(id: string, cause: DownCause, at = this.deps.clock.now()): Promise<boolean> {
+  async confirm(
+    id: string,
+    cause: DownCause,
+    at = this.deps.clock.now(),
+    probeTimeoutMs = this.options.probeTimeoutMs ?? 5,
+  ): Promise<boolean> {
     const v = this.hosts.get(id);
     if (id === this.hostId || v?.record.state !== 'alive' || this.confirming.has(id)) return false;
-    if (!this.suspected.has(id)) this.suspected.set(id, at);
     this.confirming.add(id);
     try {
-      if (await this.answers(id, v.record.incarnation)) {
-        this.suspected.delete(id);
-        this.falseSuspicions++;
-        this.deps.trace(`host ${id} suspected (${cause}) but answered its probe`);
+      if (await this.answers(id, v.record.incarnation, probeTimeoutMs)) {
+        if (cause !== 'probe') {
+          this.falseSuspicions++;
+          this.deps.trace(`host ${id} suspected (${cause}) but answered its probe`);
+        }
         return false;
       }
-      const wrote = await this.write(id, {
+      if (!this.suspected.has(id)) this.suspected.set(id, at);
+      const verdict: HostChange = {
         type: 'declare-dead',
         incarnation: v.record.incarnation,
         cause,
         by: this.hostId,
-      });
-      if (wrote) this.deps.trace(`host ${id} declared dead (${cause})`);
-      return wrote;
+      };
+      for (let attempt = 0; ; attempt++) {
+        try {
+          const wrote = await this.write(id, verdict);
+          if (wrote) this.deps.trace(`host ${id} declared dead (${cause})`);
+          return wrote;
+        } catch (err) {
+          const policy = retryPolicies.failover;
+          if (this.stopped || attempt + 1 >= policy.attempts) throw err;
+          await sleep(this.deps.clock, backoffMs(policy, attempt));
+        }
+      }
     } finally {
       this.confirming.delete(id);
     }
   }
 
+  /**
+   * Once a second, probes one host recorded alive, at random, with a
+   * generous timeout: a host that died while nobody watched it (it held no
+   * session, or those who shared one died with it) is found and declared
+   * dead here, so no record stays "alive" for a process that is gone.
+   */
+  private sweep(): void {
+    this.sweepTimer = this.deps.clock.setTimeout(() => {
+      if (this.stopped) return;
+      const others = [...this.hosts].filter(
+        ([id, v]) => id !== this.hostId && v.record.state === 'alive',
+      );
+      const pick = others[Math.floor(this.deps.random.next() * others.length)];
+      if (pick)
+        this.confirm(pick[0], 'probe', this.deps.clock.now(), 1_000).catch((err: unknown) =>
+          this.deps.onError(new FtmError(`probing ${pick[0]}`, { cause: err })),
+        );
+      this.sweep();
+    }, 1_000);
+  }
+
   /** Whether `id`'s liveness worker answers a probe as `incarnation` within the probe timeout. */
-  private async answers(id: string, incarnation: string): Promise<boolean> {
+  private async answers(
+    id: string,
+    incarnation: string,
+    timeoutMs = this.options.probeTimeoutMs ?? 5,
+  ): Promise<boolean> {
     try {
       const answer = await this.deps.transport.request(
         subjects.probe(id),
         new Uint8Array(0),
-        this.options.probeTimeoutMs ?? 8,
+        timeoutMs,
       );
       return new TextDecoder().decode(answer) === incarnation;
     } catch (err) {
@@ -348,6 +393,8 @@ export class Membership {
   }
 
   stop(): void {
+    this.stopped = true;
+    if (this.sweepTimer !== undefined) this.deps.clock.clearTimeout(this.sweepTimer);
     this.stopWatch?.();
     this.advisories?.unsubscribe();
     if (this.loadTimer !== undefined) this.deps.clock.clearTimeout(this.loadTimer);

@@ -107,6 +107,12 @@ export interface ClientOptions {
   onError?: (err: FtmError) => void;
   /** Default timeout of requests, ms (default 5,000). */
   requestTimeoutMs?: number;
+  /**
+   * JetStream replicas of the ownership and membership buckets, used only
+   * when they do not exist yet (a client started before any host): 1 for one
+   * server, 3 for a cluster (default 1).
+   */
+  jetstreamReplicas?: number;
 }
 
 /** What a mesh client is built on: shared with a host, which is a client too. */
@@ -157,9 +163,10 @@ export async function createClient(options: ClientOptions): Promise<MeshClient> 
     ((err: FtmError) => console.error(`[ftmesh client] ${err.name}: ${err.message}`));
   const dropped = new DroppedMessages(clock, onError);
   const transport = natsTransport(nc, dropped);
+  const replicas = options.jetstreamReplicas ?? 1;
   const [ownersKv, hostsKv] = await Promise.all([
-    natsKv(nc, storeNames.owners),
-    natsKv(nc, storeNames.hosts),
+    natsKv(nc, storeNames.owners, replicas),
+    natsKv(nc, storeNames.hosts, replicas),
   ]);
   const ownership = new Ownership(ownersKv, codec, (key, err) =>
     dropped.drop(`$KV.${storeNames.owners}.${key}`, err),

@@ -1,11 +1,11 @@
 import { strict as assert } from 'node:assert';
-import type { Host } from '../../runtime/index.ts';
+import type { MeshClient } from '../../runtime/index.ts';
 import { useNatsServer } from '../helpers/nats.ts';
 import {
   stopAll,
   useProcessesPerTest,
   startHostProcesses,
-  createClientHost,
+  createTestClient,
 } from '../helpers/processes.ts';
 import { until } from '../helpers/until.ts';
 import { connectNats } from '../../runtime/index.ts';
@@ -14,7 +14,7 @@ import { exactlyOnce, streamAdds } from '../helpers/stream.ts';
 
 describe('failover: hosts as processes, killed and stopped on purpose', function () {
   const nats = useNatsServer();
-  let client: Host;
+  let client: MeshClient;
   const procs = useProcessesPerTest();
 
   const startHosts = (...ids: string[]) => startHostProcesses(procs, nats.url, ids, client);
@@ -37,7 +37,7 @@ describe('failover: hosts as processes, killed and stopped on purpose', function
   };
 
   before(async () => {
-    client = await createClientHost(nats.url, 'client');
+    client = await createTestClient(nats.url);
   });
   after(async () => {
     await client?.close();

@@ -1,14 +1,14 @@
 import { strict as assert } from 'node:assert';
 import { exampleActors } from '../../actors/index.ts';
 import { connect, createGateway, mintToken, type Gateway } from '../../gateway/index.ts';
-import type { Host } from '../../runtime/index.ts';
+import type { MeshClient } from '../../runtime/index.ts';
 import { RawClient, UdpClient } from '../helpers/gateway-clients.ts';
 import { useNatsServer } from '../helpers/nats.ts';
 import {
   stopAll,
   useProcessesPerTest,
   startHostProcesses,
-  createClientHost,
+  createTestClient,
 } from '../helpers/processes.ts';
 import { exactlyOnce } from '../helpers/stream.ts';
 import { until } from '../helpers/until.ts';
@@ -18,14 +18,14 @@ const now = () => performance.timeOrigin + performance.now();
 
 describe('gateway: clients keep their connection through a failover', function () {
   const nats = useNatsServer();
-  let client: Host;
+  let client: MeshClient;
   let gateway: Gateway;
   const procs = useProcessesPerTest();
 
   const startHosts = (...ids: string[]) => startHostProcesses(procs, nats.url, ids, client);
 
   before(async () => {
-    client = await createClientHost(nats.url, 'gf-client');
+    client = await createTestClient(nats.url);
     gateway = await createGateway({
       nats: nats.url,
       actors: exampleActors,

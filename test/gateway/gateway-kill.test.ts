@@ -1,8 +1,8 @@
 import { strict as assert } from 'node:assert';
 import { connect, mintToken, type ConnectionEvent } from '../../gateway/index.ts';
-import type { Host } from '../../runtime/index.ts';
+import type { MeshClient } from '../../runtime/index.ts';
 import { useNatsServer } from '../helpers/nats.ts';
-import { spawnNode, stopAll, useProcessesPerTest, createClientHost } from '../helpers/processes.ts';
+import { spawnNode, stopAll, useProcessesPerTest, createTestClient } from '../helpers/processes.ts';
 import { exactlyOnce } from '../helpers/stream.ts';
 import { until } from '../helpers/until.ts';
 
@@ -10,7 +10,7 @@ const secret = 'gateway-kill-test-secret-0123456789abcdef';
 
 describe('gateway: a gateway killed mid-stream', function () {
   const nats = useNatsServer();
-  let client: Host;
+  let client: MeshClient;
   const procs = useProcessesPerTest();
 
   /** Starts `ftmesh gateway` and resolves with its WebSocket URL (from its ready line). */
@@ -24,7 +24,7 @@ describe('gateway: a gateway killed mid-stream', function () {
   };
 
   before(async () => {
-    client = await createClientHost(nats.url, 'gk-client');
+    client = await createTestClient(nats.url);
   });
   after(async () => {
     await client?.close();

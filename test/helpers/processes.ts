@@ -1,5 +1,4 @@
-import { createHost, type Host } from '../../runtime/index.ts';
-import { exampleActors } from '../../actors/index.ts';
+import { createClient, type MeshClient } from '../../runtime/index.ts';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
@@ -263,13 +262,13 @@ export async function startHostProcesses(
   });
 }
 
-/** A test's own host: a client (capacity 0) that never serves a session; errors stay quiet. */
-export function createClientHost(natsUrl: string, hostId: string): Promise<Host> {
-  return createHost({
-    nats: natsUrl,
-    actors: exampleActors,
-    hostId,
-    capacity: 0,
-    onError: () => {},
-  });
+/**
+ * The test's own handle on the mesh: a light client (no heartbeat, no log,
+ * serves nothing). Its errors are collected in `errors`; a test that does not
+ * expect any asserts the list is empty.
+ */
+export async function createTestClient(natsUrl: string): Promise<MeshClient & { errors: Error[] }> {
+  const errors: Error[] = [];
+  const client = await createClient({ nats: natsUrl, onError: (err) => errors.push(err) });
+  return Object.assign(client, { errors });
 }

@@ -1,4 +1,4 @@
-import { RequestTimeoutError, type Host } from '../../runtime/index.ts';
+import { RequestTimeoutError, type MeshClient } from '../../runtime/index.ts';
 
 /** What a request stream saw: every reply, by request index, and when each arrived. */
 export interface StreamResult {
@@ -15,7 +15,7 @@ export interface StreamResult {
  * `onReply` sees the number of replies so far (a test kills a host at some count).
  */
 export async function streamAdds(
-  client: Host,
+  client: MeshClient,
   sid: string,
   count: number,
   options: { window?: number; onReply?: (n: number) => void; prefix?: string } = {},
