@@ -14,8 +14,8 @@ export type ControlRequest =
   | { op: 'attach'; sid: string; actor: string; after: number; snapshot: SessionSnapshot }
   /** Same, for a state above max_payload: it waits in the snapshot store at `seq`. */
   | { op: 'attach-stored'; sid: string; actor: string; seq: number; after: number }
-  /** Become a copy of a serving session: subscribe, then fetch the primary's state. */
-  | { op: 'sync'; sid: string; actor: string; after: number }
+  /** Become a copy of a serving session (its primary serves `epoch`): subscribe, then fetch its state. */
+  | { op: 'sync'; sid: string; actor: string; after: number; epoch: number }
   /** The record names the receiver the standby of `sid`, at `revision` and `term`. */
   | { op: 'named'; sid: string; revision: number; term: number }
   /** Drop your copy unless the record names you. */
@@ -29,8 +29,19 @@ export type ControlRequest =
       standbyHint?: string;
       init?: unknown;
     }
-  /** Take the session over from its primary `from` in `epoch` (a drain); its log ends at `expectLast`. */
-  | { op: 'take-over'; sid: string; from: string; epoch: number; expectLast: number }
+  /**
+   * Take the session over from its primary `from` in `epoch`: a drain (its
+   * log ends at `expectLast`), or a primary that holds no copy any more
+   * (it joined again) handing the session to its live standby.
+   */
+  | {
+      op: 'take-over';
+      sid: string;
+      from: string;
+      epoch: number;
+      expectLast?: number;
+      cause: 'drain' | 'leave';
+    }
   /** Give your primary copy another standby, not one of `exclude`. */
   | { op: 'reprotect'; sid: string; exclude: string[] }
   /** End the session (you are its primary). */
@@ -50,11 +61,16 @@ const opt = (x: unknown, check: (x: unknown) => boolean) => x === undefined || c
 const shapes: Record<ControlOp, (r: Record<string, unknown>) => boolean> = {
   attach: (r) => str(r.sid) && str(r.actor) && num(r.after) && isSnapshot(r.snapshot),
   'attach-stored': (r) => str(r.sid) && str(r.actor) && num(r.seq) && num(r.after),
-  sync: (r) => str(r.sid) && str(r.actor) && num(r.after),
+  sync: (r) => str(r.sid) && str(r.actor) && num(r.after) && num(r.epoch),
   named: (r) => str(r.sid) && num(r.revision) && num(r.term),
   detach: (r) => str(r.sid),
   open: (r) => str(r.actor) && str(r.sid) && opt(r.standby, str) && opt(r.standbyHint, str),
-  'take-over': (r) => str(r.sid) && str(r.from) && num(r.epoch) && num(r.expectLast),
+  'take-over': (r) =>
+    str(r.sid) &&
+    str(r.from) &&
+    num(r.epoch) &&
+    opt(r.expectLast, num) &&
+    (r.cause === 'drain' || r.cause === 'leave'),
   reprotect: (r) => str(r.sid) && Array.isArray(r.exclude) && r.exclude.every(str),
   close: (r) => str(r.sid),
   inspect: (r) => str(r.sid),

@@ -97,7 +97,14 @@ export class Drain {
       const expectLast = await p.log.flush().then(() => p.log.lastStreamSeq ?? 0);
       const { record } = await ctx.control.request<{ record: FailoverRecord }>(
         to,
-        { op: 'take-over', sid: copy.sid, from: ctx.hostId, epoch: p.epoch, expectLast },
+        {
+          op: 'take-over',
+          sid: copy.sid,
+          from: ctx.hostId,
+          epoch: p.epoch,
+          expectLast,
+          cause: 'drain',
+        },
         this.timeout(end),
       );
       if ((copy.status as { type: string }).type === 'handing-off') {

@@ -25,8 +25,10 @@ export class DroppedMessages {
     const n = (this.byFamily.get(family) ?? 0) + 1;
     this.byFamily.set(family, n);
     const now = this.clock.now();
-    if (now - (this.lastReport.get(family) ?? -Infinity) < 1_000) return;
-    this.lastReport.set(family, now);
+    // One report per second per family and kind of error: a flood of one kind hides no other.
+    const key = `${family} ${(why as Error)?.name ?? ''}`;
+    if (now - (this.lastReport.get(key) ?? -Infinity) < 1_000) return;
+    this.lastReport.set(key, now);
     const reason = why instanceof Error ? why.message : String(why);
     this.onError(
       new MalformedMessageError(

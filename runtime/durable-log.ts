@@ -43,6 +43,7 @@ export async function writeMarker(
   return port.append(sid, encodeBatch([encodeEpochMarker(epoch, from)]), {
     msgId: `${sid}.${epoch}.${writer}.m${from}`,
     expectLast,
+    epoch,
   });
 }
 
@@ -129,6 +130,11 @@ export class SessionLog {
       );
   }
 
+  private fenced(why: string): void {
+    this.discard();
+    this.onFenced(new LogConflictError(`log of ${this.sid}, epoch ${this.epoch}: ${why}`));
+  }
+
   /** Drops what is pending and refuses later appends: a fenced primary writes nothing more. */
   discard(): void {
     this.discarded = true;
@@ -161,10 +167,18 @@ export class SessionLog {
     for (let attempt = 0; ; attempt++) {
       if (this.discarded) return;
       try {
-        this.expectLast ??= await this.port.last(this.sid);
+        if (this.expectLast === undefined) {
+          const last = await this.port.last(this.sid);
+          if (this.discarded) return;
+          // A newer epoch already claimed the log: this writer never appends again.
+          if (last.epoch > this.epoch)
+            return this.fenced(`the log's last message is epoch ${last.epoch}'s`);
+          this.expectLast = last.seq;
+        }
         const streamSeq = await this.port.append(this.sid, batch, {
           msgId,
           expectLast: this.expectLast,
+          epoch: this.epoch,
         });
         this.lastStreamSeq = this.expectLast = streamSeq;
         if (lastCommit) {
@@ -176,16 +190,14 @@ export class SessionLog {
       } catch (err) {
         if (this.discarded) return;
         if (err instanceof LogConflictError) {
-          if (this.marked) {
-            // A newer epoch's marker stands after our last batch: we are fenced.
-            this.discard();
-            this.onFenced(err);
-            return;
-          }
+          // A newer epoch's marker stands after our last batch: we are fenced.
+          if (this.marked) return this.fenced(err.message);
           // Our marker has not landed: the old epoch appended since we looked. Look again.
           this.expectLast = undefined;
           continue;
         }
+        // The connection is closed for good: nothing will ever be stored by this writer.
+        if ((err as FtmError).code === 'closed') return this.discard();
         // msgID makes the retry idempotent. Never skip a batch: a later one
         // would leave a hole in the log and its ack would count for this one
         // too. Retry while JetStream recovers (an election takes seconds);

@@ -96,18 +96,24 @@ function firstCommitSeq(messages: readonly { data: Uint8Array }[]): number | und
 /**
  * The commit frames a log holds, one per seq, in stream order with the epoch
  * markers applied: at a marker `(epoch, from)` the frames read so far above
- * `from` are void.
+ * `from` are void. A message appended by an older epoch's primary after a
+ * newer epoch's marker is ignored whole (the store refuses such appends; a
+ * reader does not rely on it alone).
  */
-function replay(messages: readonly { data: Uint8Array }[]) {
+function replay(messages: readonly { data: Uint8Array; epoch?: number }[]) {
   const bySeq = new Map<number, CommitFrame>();
   const raw = new Map<number, Uint8Array>();
   let frames = 0;
   let voided = 0;
   let maxEpoch = 0;
+  let markedEpoch = 0;
   for (const m of messages) {
+    if (m.epoch && m.epoch < markedEpoch) continue;
     for (const bytes of decodeBatch(m.data)) {
       const f = decodeFrame(bytes);
       if (f.kind === FrameKind.epoch) {
+        if (f.epoch < markedEpoch) continue;
+        markedEpoch = f.epoch;
         maxEpoch = Math.max(maxEpoch, f.epoch);
         for (const seq of bySeq.keys())
           if (seq > f.from) {

@@ -1,3 +1,4 @@
+import type { ControlRequest } from './control-channel.ts';
 import { isPrimary } from './copy-status.ts';
 import { FtmError } from './errors.ts';
 import type { FailoverCause } from './failover.ts';
@@ -137,15 +138,29 @@ export class FailoverCoordinator {
   private async maybeRestore(sid: string): Promise<void> {
     const { ctx } = this;
     const r = ctx.ownership.view.get(sid)!.record;
-    const standbyGone = !r.standby || ctx.membership.deadFor(r.standby) !== undefined;
+    const alive = (h: string) => !!h && ctx.membership.deadFor(h) === undefined;
     if (r.primary === ctx.hostId) {
-      if (!standbyGone) return;
+      // Named primary, holding nothing (this host joined again): a live
+      // standby takes over; without one, this host restores.
+      if (alive(r.standby))
+        return this.ask(r.standby, sid, {
+          op: 'take-over',
+          sid,
+          from: ctx.hostId,
+          epoch: r.epoch,
+          cause: 'leave',
+        });
       await this.restorer.restore(sid, r, 'restore', ctx.clock.now());
       this.attempts.delete(sid);
       return;
     }
+    if (r.standby === ctx.hostId && alive(r.primary))
+      // Named standby, holding nothing: the primary names another.
+      return this.ask(r.primary, sid, { op: 'reprotect', sid, exclude: [ctx.hostId] });
     const primaryDead = ctx.membership.deadFor(r.primary);
-    const standbyDead = r.standby ? ctx.membership.deadFor(r.standby) : Infinity;
+    // This host named standby but holding nothing counts as gone: nothing here to promote.
+    const standbyDead =
+      !r.standby || r.standby === ctx.hostId ? Infinity : ctx.membership.deadFor(r.standby);
     if (primaryDead === undefined || standbyDead === undefined) return;
     // Every live host ranks the candidates the same way (rendezvous); the
     // first restores after the grace, each next one a grace later if the
@@ -162,6 +177,15 @@ export class FailoverCoordinator {
     if (wait > 0) return this.later(sid, wait);
     await this.restorer.restore(sid, r, 'restore', ctx.clock.now() - deadFor);
     this.attempts.delete(sid);
+  }
+
+  /** Asks `host` to act on `sid`; a failure is left to the next sweep's reconcile. */
+  private ask(host: string, sid: string, req: ControlRequest): void {
+    this.ctx.control
+      .request(host, req, this.ctx.tuning.requestTimeoutMs)
+      .catch((err: unknown) =>
+        this.ctx.trace(`${sid}: asking ${host} to ${req.op} failed: ${String(err)}`),
+      );
   }
 
   /** How and when the dead host was found out, for the failover record. */

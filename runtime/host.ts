@@ -34,6 +34,7 @@ import { natsKv, natsLog } from './nats-stores.ts';
 import { natsTransport } from './nats-transport.ts';
 import { Ownership, type OwnerRecord } from './ownership.ts';
 import type { PhiAccrualOptions } from './phi-accrual.mjs';
+import { PauseGuard } from './pause-guard.ts';
 import { Placement } from './placement.ts';
 import type { KvPort, LogPort, Random, SnapshotPort, Transport } from './ports.ts';
 import { fenceCopy, startPrimary } from './primaries.ts';
@@ -42,7 +43,7 @@ import { Promotion } from './promotion.ts';
 import { Protection } from './protection.ts';
 import { ReplicaManager } from './replica-manager.ts';
 import { Restore } from './restore.ts';
-import { sleep } from './retry.ts';
+import { backoffMs, retryPolicies, sleep } from './retry.ts';
 import { SerialQueues } from './serial-queue.ts';
 import { SessionCopies } from './session-copies.ts';
 import { emptyMeta, type MetaSnapshot } from './session-meta.ts';
@@ -103,6 +104,13 @@ export interface HostOptions {
   failover?: boolean;
   /** Primary and standby must be dead by verdict this long before a restore (default 1,000 ms). */
   restoreGraceMs?: number;
+  /**
+   * A drain's hand-off of one primary waits this long for its standby to
+   * catch up and take over, then serves here again (default 5,000 ms).
+   */
+  handOffTimeoutMs?: number;
+  /** A copy attached but not named by the record this long is dropped (default 10,000 ms). */
+  unnamedCopyMs?: number;
   /**
    * Called with one line per ownership decision this host makes (promoted,
    * restored and from what, standby named or dropped, fenced, verdicts).
@@ -212,7 +220,7 @@ export async function createHost(options: HostOptions): Promise<Host> {
     }
   })().catch(() => undefined);
   void nc.closed().then(() => liveness.setConnected(false));
-  return startHost(
+  const host = await startHost(
     {
       transport: natsTransport(nc, dropped),
       ownersKv,
@@ -234,6 +242,10 @@ export async function createHost(options: HostOptions): Promise<Host> {
     },
     { ...options, hostId, onError },
   );
+  // A connection closed under the host (by its owner, or for good) leaves it
+  // nothing to do: it stops instead of retrying into a closed connection.
+  void nc.closed().then(() => host.close());
+  return host;
 }
 
 const defaultOnError = (hostId: string) => (err: FtmError) =>
@@ -256,7 +268,8 @@ export async function startHost(
   const trace = options.trace ?? (() => undefined);
   const codec = createValueCodec();
   const dropped = ports.dropped;
-  const state = { closed: false, draining: false, dead: false };
+  // Not a member until it joined: it acts on no record before (PROTOCOL.md, verdicts).
+  const state = { closed: false, draining: false, dead: true };
   const copies = new SessionCopies(() => clock.now());
   const queues = new SerialQueues();
   const pools = new Map<string, WorkerPool>();
@@ -264,9 +277,9 @@ export async function startHost(
   const capacity = options.capacity ?? 10_000;
   const tuning: HostTuning = {
     restoreGraceMs: options.restoreGraceMs ?? 1_000,
-    unnamedCopyMs: 10_000,
+    unnamedCopyMs: options.unnamedCopyMs ?? 10_000,
     requestTimeoutMs: 5_000,
-    handOffTimeoutMs: 5_000,
+    handOffTimeoutMs: options.handOffTimeoutMs ?? 5_000,
     failover: options.failover ?? true,
   };
   const ownership = new Ownership(ports.ownersKv, codec, (key, err) =>
@@ -290,9 +303,38 @@ export async function startHost(
       ...(options.probeTimeoutMs ? { probeTimeoutMs: options.probeTimeoutMs } : {}),
     },
     (host) => watched.has(host),
+    () => !state.dead && !state.closed,
   );
   const flusher = new LogFlusher(copies, clock, options.logFlushIntervalMs ?? 10, onError);
-  const sessionDeps = { transport: ports.transport, codec, clock, onError };
+  // After a pause (SIGSTOP, a frozen VM), sessions hold everything until this
+  // host re-read its own record: declared dead meanwhile, it serves nothing more.
+  const pauseGuard: PauseGuard = new PauseGuard(clock, () => {
+    trace('paused: holding sessions until the membership record is re-read');
+    void (async () => {
+      for (let attempt = 0; !state.closed; attempt++) {
+        try {
+          await membership.refreshSelf();
+          // Declared dead: onSelfDead fenced everything; the rejoin releases the guard.
+          if (state.dead) return;
+          pauseGuard.release();
+          trace('alive after the pause: sessions go on');
+          for (const c of copies.values()) (c.primary ?? c.replica)?.goOn();
+          return;
+        } catch (err) {
+          onError(new FtmError("re-reading this host's record after a pause", { cause: err }));
+          await sleep(clock, backoffMs(retryPolicies.failover, Math.min(attempt, 6)));
+        }
+      }
+    })();
+  });
+  const sessionDeps = {
+    transport: ports.transport,
+    codec,
+    clock,
+    onError,
+    dropped: (subject: string, err: unknown) => dropped.drop(subject, err),
+    suspended: () => pauseGuard.suspended(),
+  };
   const coordinatorRef: { c?: FailoverCoordinator } = {};
   const ctx: HostContext = {
     hostId,
@@ -394,24 +436,40 @@ export async function startHost(
    * Waits until no record names this host (its sessions moved on), bounded,
    * then joins as a new incarnation: a copy of its old self can never serve.
    */
+  /**
+   * Waits (at most `boundMs`) while ownership records still name this host
+   * and another live host could move them: its standbys promote, its
+   * sessions are restored, on the verdict against its old incarnation. With
+   * nobody else alive there is nothing to wait for; and what is still named
+   * after the wait, this host settles itself (asks a live standby to take
+   * over, or restores; see the coordinator).
+   */
   const namedNoMore = async (boundMs: number) => {
     const end = clock.now() + boundMs;
-    while (
-      !state.closed &&
-      clock.now() < end &&
-      [...ownership.namedIn(hostId)].some((sid) => !ownership.view.get(sid)?.record.closed)
-    )
-      await sleep(clock, 100);
+    const named = () =>
+      [...ownership.namedIn(hostId)].some((sid) => !ownership.view.get(sid)?.record.closed);
+    const othersAlive = () => membership.liveHosts().some((h) => h !== hostId);
+    while (!state.closed && clock.now() < end && named() && othersAlive()) await sleep(clock, 100);
   };
   const rejoin = async () => {
-    await namedNoMore(10_000);
-    if (state.closed) return;
-    const incarnation = random.hex(6);
-    ports.liveness.setIncarnation(incarnation);
-    await membership.join(copies.load(capacity, state.draining), incarnation);
-    state.dead = false;
-    trace(`joined again as incarnation ${incarnation}`);
-    for (const sid of ownership.namedIn(hostId)) coordinator.schedule(sid);
+    await namedNoMore(2_000);
+    // Joining again is retried (the store may be electing a leader) until it lands or the host closes.
+    for (let attempt = 0; !state.closed; attempt++) {
+      const incarnation = random.hex(6);
+      try {
+        ports.liveness.setIncarnation(incarnation);
+        await membership.join(copies.load(capacity, state.draining), incarnation);
+        state.dead = false;
+        // A pause that led to the verdict held the sessions: the new incarnation holds none yet.
+        pauseGuard.release();
+        trace(`joined again as incarnation ${incarnation}`);
+        for (const sid of ownership.namedIn(hostId)) coordinator.schedule(sid);
+        return;
+      } catch (err) {
+        onError(new FtmError(`joining again failed (attempt ${attempt + 1})`, { cause: err }));
+        await sleep(clock, backoffMs(retryPolicies.failover, Math.min(attempt, 6)));
+      }
+    }
   };
 
   // ---- control requests from other hosts ---------------------------------------------
@@ -475,7 +533,7 @@ export async function startHost(
           const record = await promotion.promote(
             copy,
             req.from,
-            'drain',
+            req.cause,
             clock.now(),
             req.expectLast,
           );
@@ -617,8 +675,11 @@ export async function startHost(
   await membership.start(
     () => copies.load(capacity, false),
     // An earlier process of this id may still be named in records: wait until they moved on.
-    () => namedNoMore(10_000),
+    () => namedNoMore(2_000),
   );
+  state.dead = false;
+  pauseGuard.start();
+  for (const sid of ownership.namedIn(hostId)) coordinator.schedule(sid);
   let sweeper: unknown;
   const sweep = () => {
     sweeper = clock.setTimeout(() => {
@@ -640,6 +701,7 @@ export async function startHost(
     requestTimeoutMs: tuning.requestTimeoutMs,
     selfId: capacity > 0 ? hostId : undefined,
     openHere,
+    onDropped: (subject, err) => dropped.drop(subject, err),
   });
 
   const host: Host = {
@@ -683,7 +745,9 @@ export async function startHost(
       if (state.closed) return;
       state.closed = true;
       if (sweeper !== undefined) clock.clearTimeout(sweeper);
+      pauseGuard.stop();
       coordinator.stop();
+      membership.quiet();
       // Not a drain, but no request is lost: primaries stop taking inputs (their
       // standbys keep them), let the standby and the log catch up, then leave
       // so that the standbys take over at once instead of after a timeout.

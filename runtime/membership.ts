@@ -90,6 +90,8 @@ export class Membership {
     private readonly options: MembershipOptions = {},
     /** Hosts this one watches: an advisory about them is confirmed at once. */
     private readonly watches: (host: string) => boolean = () => false,
+    /** Whether this host is a member now (joined, not declared dead): only then does it sweep. */
+    private readonly member: () => boolean = () => true,
   ) {
     this.incarnation = deps.random.hex(6);
   }
@@ -188,6 +190,15 @@ export class Membership {
         `host ${this.hostId} could not join: ${JSON.stringify(this.hosts.get(this.hostId)?.record)}`,
       );
     this.lastLoad = JSON.stringify(load);
+  }
+
+  /**
+   * Reads this host's own record from the store (not the watch): after a
+   * pause, the verdict may be there and the watch not delivered yet. A
+   * verdict found so calls {@link onSelfDead} like the watch would.
+   */
+  async refreshSelf(): Promise<void> {
+    await this.read(this.hostId);
   }
 
   /** Reports a changed load, at most every 100 ms (placement needs it soon, not at once). */
@@ -299,12 +310,20 @@ export class Membership {
         ([id, v]) => id !== this.hostId && v.record.state === 'alive',
       );
       const pick = others[Math.floor(this.deps.random.next() * others.length)];
-      if (pick)
-        this.confirm(pick[0], 'probe', this.deps.clock.now(), 1_000).catch((err: unknown) =>
-          this.deps.onError(new FtmError(`probing ${pick[0]}`, { cause: err })),
-        );
+      if (pick && this.member()) void this.sweepProbe(pick[0]);
       this.sweep();
     }, 1_000);
+  }
+
+  /** Two unanswered probes in a row (a second chance after a short cut-off), then a verdict. */
+  private async sweepProbe(id: string): Promise<void> {
+    try {
+      const v = this.hosts.get(id);
+      if (!v || (await this.answers(id, v.record.incarnation, 1_000))) return;
+      if (this.member()) await this.confirm(id, 'probe', this.deps.clock.now(), 1_000);
+    } catch (err) {
+      this.deps.onError(new FtmError(`probing ${id}`, { cause: err }));
+    }
   }
 
   /** Whether `id`'s liveness worker answers a probe as `incarnation` within the probe timeout. */
@@ -334,10 +353,14 @@ export class Membership {
 
   private onAdvisory(data: Uint8Array): void {
     // Untrusted: anything but the server's JSON naming one of our connections is dropped.
-    const parsed = JSON.parse(new TextDecoder().decode(data)) as { client?: { name?: unknown } };
-    const name = parsed?.client?.name;
-    if (typeof name !== 'string')
-      throw new InvalidArgumentError('an advisory without a client name');
+    const parsed = JSON.parse(new TextDecoder().decode(data)) as {
+      client?: { name?: unknown };
+    } | null;
+    if (!parsed || typeof parsed !== 'object')
+      throw new InvalidArgumentError('an advisory that is not a JSON object');
+    // An unnamed client (a tool, a test) is none of ours.
+    const name = parsed.client?.name;
+    if (typeof name !== 'string') return;
     const id = namePattern.exec(name.trim())?.[1];
     if (!id || id === this.hostId || !this.isAlive(id)) return;
     const at = this.deps.clock.now();
@@ -392,9 +415,15 @@ export class Membership {
     return false;
   }
 
-  stop(): void {
+  /** Stops the timers (sweep, load reports): the host is closing. */
+  quiet(): void {
     this.stopped = true;
     if (this.sweepTimer !== undefined) this.deps.clock.clearTimeout(this.sweepTimer);
+    if (this.loadTimer !== undefined) this.deps.clock.clearTimeout(this.loadTimer);
+  }
+
+  stop(): void {
+    this.quiet();
     this.stopWatch?.();
     this.advisories?.unsubscribe();
     if (this.loadTimer !== undefined) this.deps.clock.clearTimeout(this.loadTimer);

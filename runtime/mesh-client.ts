@@ -134,6 +134,10 @@ export type MeshClientDeps = {
   ) => Promise<OwnerRecord>;
   selfId?: string;
   onClose?: () => Promise<void>;
+  /** Counts frames dropped after they waited for their epoch. */
+  onDropped?: (subject: string, err: unknown) => void;
+  /** Told of every reply released (see SessionClientDeps). */
+  onReleased?: (requestId: string, at: { epoch: number; term: number; seq: number }) => void;
 };
 
 /** Node's crypto as the {@link Random} port. */
@@ -200,6 +204,7 @@ export async function createClient(options: ClientOptions): Promise<MeshClient> 
     control: new ControlChannel(transport, codec),
     placement: new Placement(() => clock.now()),
     requestTimeoutMs: options.requestTimeoutMs ?? 5_000,
+    onDropped: (subject, err) => dropped.drop(subject, err),
     onClose: async () => {
       ownership.close();
       membership.stop();
@@ -211,6 +216,12 @@ export async function createClient(options: ClientOptions): Promise<MeshClient> 
 /** The client behaviour on given parts (a host passes its own). */
 export function meshClient(deps: MeshClientDeps): MeshClient {
   const clients = new Map<string, SessionClient>();
+  // A client believes an epoch once the ownership record has it.
+  const epochs = {
+    known: (sid: string) => deps.ownership.view.get(sid)?.record.epoch ?? 0,
+    confirm: async (sid: string, epoch: number) =>
+      ((await deps.ownership.get(sid))?.record.epoch ?? 0) >= epoch,
+  };
   let closed = false;
   const timeout = deps.requestTimeoutMs;
   const candidates = () => {
@@ -225,7 +236,7 @@ export function meshClient(deps: MeshClientDeps): MeshClient {
       if (closed) throw new ClosedError('the mesh client is closed');
       assertId('sid', sid);
       let c = clients.get(sid);
-      if (!c) clients.set(sid, (c = new SessionClient(deps, sid, timeout)));
+      if (!c) clients.set(sid, (c = new SessionClient({ ...deps, epochs }, sid, timeout)));
       return c;
     },
     request: (sid, type, payload, opts) => mesh.client(sid).request(type, payload, opts),

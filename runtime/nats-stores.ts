@@ -1,4 +1,4 @@
-import type { NatsConnection } from '@nats-io/transport-node';
+import { headers, type NatsConnection } from '@nats-io/transport-node';
 import {
   jetstream,
   jetstreamManager,
@@ -22,6 +22,9 @@ function isWrongLastSequence(err: unknown): boolean {
     /wrong last sequence/i.test(String(e?.message))
   );
 }
+
+/** The header naming the epoch of the primary that appended a log message. */
+const epochHeader = 'Ftm-Epoch';
 
 /** JetStream operations answer within this long or are retried by the caller (NATS-FACTS). */
 const opTimeoutMs = 2_000;
@@ -108,19 +111,24 @@ export async function natsLog(nc: NatsConnection, replicas = 1): Promise<LogPort
     });
   }
   const js: JetStreamClient = jetstream(nc);
-  const last = async (sid: string): Promise<number> => {
+  const last = async (sid: string): Promise<{ seq: number; epoch: number }> => {
     // null when the subject has no message; a failure throws.
-    const m = await jsm.streams.getMessage(storeNames.logStream, {
-      last_by_subj: subjects.log(sid),
-    });
-    return m?.seq ?? 0;
+    const m = await jsm.streams
+      .getMessage(storeNames.logStream, { last_by_subj: subjects.log(sid) })
+      .catch((err: unknown) => {
+        throw storeError(`the last message of the log of ${sid}`, err);
+      });
+    return { seq: m?.seq ?? 0, epoch: Number(m?.header?.get(epochHeader) ?? 0) || 0 };
   };
   return {
-    async append(sid, data, { msgId, expectLast }) {
+    async append(sid, data, { msgId, expectLast, epoch }) {
       try {
+        const h = headers();
+        h.set(epochHeader, String(epoch));
         const ack = await js.publish(subjects.log(sid), data, {
           msgID: msgId,
           expect: { lastSubjectSequence: expectLast },
+          headers: h,
           timeout: opTimeoutMs,
         });
         return ack.seq;
@@ -136,7 +144,7 @@ export async function natsLog(nc: NatsConnection, replicas = 1): Promise<LogPort
     last,
     async read(sid) {
       const subject = subjects.log(sid);
-      const lastSeq = await last(sid);
+      const lastSeq = (await last(sid)).seq;
       if (!lastSeq) return [];
       const consumer = await js.consumers.get(storeNames.logStream, { filter_subjects: subject });
       const out: LogMessage[] = [];
@@ -147,7 +155,11 @@ export async function natsLog(nc: NatsConnection, replicas = 1): Promise<LogPort
         for await (const m of batch) {
           got++;
           seen = m.seq;
-          out.push({ seq: m.seq, data: m.data.slice() });
+          out.push({
+            seq: m.seq,
+            data: m.data.slice(),
+            epoch: Number(m.headers?.get(epochHeader) ?? 0) || 0,
+          });
           if (seen >= lastSeq) break;
         }
         if (got === 0)
@@ -169,7 +181,8 @@ export async function natsLog(nc: NatsConnection, replicas = 1): Promise<LogPort
 /** A store operation's failure: a timeout stays retryable. */
 function storeError(what: string, err: unknown): FtmError {
   const e = transportError(what, err);
-  return e.retryable
+  // Retryable stays retryable; a closed connection stays a ClosedError (nothing to retry).
+  return e.retryable || e.code === 'closed'
     ? e
     : new FtmError(`${what}: ${(err as Error)?.message ?? err}`, { cause: err });
 }

@@ -73,6 +73,8 @@ export interface KvPort {
 export interface LogMessage {
   readonly seq: number;
   readonly data: Uint8Array;
+  /** The epoch of the primary that appended it (0: unknown). */
+  readonly epoch: number;
 }
 
 /**
@@ -83,19 +85,19 @@ export interface LogMessage {
  */
 export interface LogPort {
   /**
-   * Appends `data` unless the subject's last message is not `expectLast`
-   * (0: the subject is empty). `msgId` makes a retry of the same append
-   * idempotent (it answers the first append's seq). Resolves with the
-   * message's stream seq.
+   * Appends `data`, written by the primary of `epoch`, unless the subject's
+   * last message is not `expectLast` (0: the subject is empty). `msgId`
+   * makes a retry of the same append idempotent (it answers the first
+   * append's seq). Resolves with the message's stream seq.
    * @throws LogConflictError when another append came first
    */
   append(
     sid: string,
     data: Uint8Array,
-    opts: { msgId: string; expectLast: number },
+    opts: { msgId: string; expectLast: number; epoch: number },
   ): Promise<number>;
-  /** The stream seq of the subject's last message; 0 when it has none. */
-  last(sid: string): Promise<number>;
+  /** The subject's last message: its stream seq (0 when none) and its writer's epoch. */
+  last(sid: string): Promise<{ seq: number; epoch: number }>;
   /** Every message of the subject, in order. A failed read throws, never answers short. */
   read(sid: string): Promise<LogMessage[]>;
   /** Deletes the subject's messages below stream seq `seq`. */

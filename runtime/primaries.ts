@@ -76,6 +76,10 @@ async function saveSnapshot(
  */
 function checkNewerEpoch(ctx: HostContext, copy: SessionCopy, epoch: number): void {
   if (copy.status.type !== 'primary' && copy.status.type !== 'handing-off') return;
+  // One read at a time per copy, at most every 100 ms: a flood of forged acks costs one read.
+  const now = ctx.clock.now();
+  if (copy.epochCheckAt !== undefined && now - copy.epochCheckAt < 100) return;
+  copy.epochCheckAt = now;
   ctx.ownership.get(copy.sid).then(
     (owned) => {
       if (owned && (owned.record.epoch > copy.epoch || owned.record.closed))

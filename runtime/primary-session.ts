@@ -49,6 +49,13 @@ export type SessionDeps = {
   codec: ValueCodec;
   clock: Clock;
   onError: (err: FtmError) => void;
+  /** A wire message refused (malformed, stale, corrupt): counted, reported at a bounded rate. */
+  dropped: (subject: string, err: unknown) => void;
+  /**
+   * True while the host re-checks its membership after a pause: sessions
+   * hold what they would commit or acknowledge (pause-guard.ts).
+   */
+  suspended: () => boolean;
 };
 
 /** Tuning of a primary; the host passes its options down. */
@@ -61,7 +68,7 @@ export type PrimaryOptions = {
   retransmitAfterMs?: number;
 };
 
-/** Control requests served by a session's primary on `ftm.s.<sid>.ctl`. */
+/** Control requests served by a session's primary on `ftm.s.<sid>.ctl.<epoch>`. */
 export type SessionControl = { op: 'flush' } | { op: 'snapshot' };
 
 const empty = new Uint8Array(0);
@@ -111,6 +118,10 @@ export class PrimarySession {
   private readonly codec: ValueCodec;
   private readonly clock: Clock;
   private readonly onError: (err: FtmError) => void;
+  private readonly dropped: (subject: string, err: unknown) => void;
+  private readonly suspended: () => boolean;
+  /** Inputs that came while the host was suspended, in order: they run once it goes on. */
+  private held: Uint8Array[] = [];
   private inputs: TransportSubscription | undefined;
   private control: TransportSubscription | undefined;
   private acks: TransportSubscription | undefined;
@@ -151,6 +162,8 @@ export class PrimarySession {
     this.codec = deps.codec;
     this.clock = deps.clock;
     this.onError = deps.onError;
+    this.dropped = deps.dropped;
+    this.suspended = deps.suspended;
     this.state = init.state;
     this.seq = init.seq;
     this.epoch = init.epoch;
@@ -166,14 +179,20 @@ export class PrimarySession {
 
   /** Serves control requests (snapshot, flush); needed before a standby attaches. */
   listen(): void {
-    this.control = this.transport.subscribe(subjects.control(this.sid), (msg) =>
+    this.control = this.transport.subscribe(subjects.control(this.sid, this.epoch), (msg) =>
       this.onControl(msg),
     );
   }
 
   private onControl(msg: TransportMessage): void {
     const fail = (err: unknown) => msg.respond(this.codec.encode({ error: errorToWire(err) }));
-    const req = this.codec.decode(msg.data) as Partial<SessionControl> | null;
+    let req: Partial<SessionControl> | null;
+    try {
+      req = this.codec.decode(msg.data) as Partial<SessionControl> | null;
+    } catch (err) {
+      fail(new MalformedMessageError(`${this.sid}: an unreadable session control request`));
+      throw err;
+    }
     if (req?.op === 'snapshot') {
       // With how far the log reaches: a standby that keeps the frames above
       // it can cover them on promotion.
@@ -302,7 +321,7 @@ export class PrimarySession {
           forward: (data, to = '') => this.transport.publish(out, encodeDatagram(d.from, to, data)),
         });
       } catch (err) {
-        this.onError(new FtmError(`${this.sid}: datagram dropped`, { cause: err }));
+        this.dropped(subjects.datagramIn(this.sid), err);
       }
     });
   }
@@ -339,6 +358,10 @@ export class PrimarySession {
    */
   onInput(bytes: Uint8Array): void {
     if (this.phase !== 'serving') return;
+    if (this.suspended()) {
+      if (this.held.length < 65_536) this.held.push(bytes.slice());
+      return;
+    }
     const frame = decodeFrame(bytes);
     if (frame.kind !== FrameKind.input) return;
     const seen = this.meta.dedup.get(frame.requestId);
@@ -423,6 +446,12 @@ export class PrimarySession {
       }
       this.log.append(commit);
       if (this.flags === ConsistencyCode.durable || !this.standbyHost) this.flushSoon();
+      const remembered = requestId
+        ? { flags: flags & ~(CommitFlag.effects | CommitFlag.unprotected), seq: this.seq, reply }
+        : undefined;
+      this.meta.record(requestId, remembered, effects);
+      if (effects.length) this.start(effects);
+      // After the meta: a snapshot holds the commit's dedup entry and timers with its state.
       this.bytesSinceSnapshot += commit.length;
       if (
         ++this.sinceSnapshot >= this.snapshotEvery ||
@@ -432,11 +461,6 @@ export class PrimarySession {
           this.onError(new FtmError(`snapshot of ${this.sid} failed`, { cause: err })),
         );
       }
-      const remembered = requestId
-        ? { flags: flags & ~(CommitFlag.effects | CommitFlag.unprotected), seq: this.seq, reply }
-        : undefined;
-      this.meta.record(requestId, remembered, effects);
-      if (effects.length) this.start(effects);
     } catch (err) {
       const e =
         err instanceof FtmError
@@ -468,10 +492,21 @@ export class PrimarySession {
     }
   }
 
-  /** Runs `commit` now while serving, later while paused, never once stopped. */
+  /** Runs `commit` now while serving, later while paused or suspended, never once stopped. */
   private whenServing(run: () => void): void {
-    if (this.phase === 'serving') run();
-    else if (this.phase === 'paused') this.deferred.push(run);
+    if (this.phase === 'serving' && !this.suspended()) run();
+    else if (this.phase !== 'stopped') this.deferred.push(run);
+  }
+
+  /** The host's pause check cleared: run what waited, in order. */
+  goOn(): void {
+    if (this.phase !== 'serving') return;
+    const inputs = this.held;
+    const waiting = this.deferred;
+    this.held = [];
+    this.deferred = [];
+    for (const run of waiting) run();
+    for (const bytes of inputs) this.onInput(bytes);
   }
 
   private arm(key: string, timer: Timer): void {
@@ -607,7 +642,7 @@ export class PrimarySession {
    * calls this on its sweep; returns how many frames went out.
    */
   retransmit(now: number): number {
-    if (!this.unacked.length || this.phase !== 'serving') return 0;
+    if (!this.unacked.length || this.phase !== 'serving' || this.suspended()) return 0;
     if (now - this.lastSentAt < this.retransmitAfterMs * this.retransmitBackoff) return 0;
     this.lastSentAt = now;
     this.retransmitBackoff = Math.min(this.retransmitBackoff * 2, 64);
@@ -637,6 +672,7 @@ export class PrimarySession {
     for (const w of this.waiters) w.resolve();
     this.waiters = [];
     this.deferred = [];
+    this.held = [];
     for (const handle of this.armed.values()) this.clock.clearTimeout(handle);
     this.armed.clear();
   }

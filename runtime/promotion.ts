@@ -46,18 +46,30 @@ export class Promotion {
           : { type: 'promote' as const, standby: ctx.hostId, from, epoch: copy.epoch };
       result = await ctx.ownership.change(copy.sid, change, { fresh: true });
     } catch (err) {
-      copy.moveTo({ type: 'standby', term });
+      if (this.stillPromoting(copy)) copy.moveTo({ type: 'standby', term });
       throw err;
+    }
+    // The copy went while the swap was in flight (this host read its own
+    // death and dropped everything): a won swap names a host with nothing to
+    // serve, and the session waits for a restore.
+    if (!this.stillPromoting(copy)) {
+      ctx.trace(
+        `${copy.sid}: promotion ${result.ok ? 'won' : 'lost'} after this copy was dropped (${copy.status.type})`,
+      );
+      return undefined;
     }
     if (!result.ok) {
       ctx.trace(`${copy.sid}: promotion refused: ${result.reason}`);
-      if (this.replicas.dropsUs(result.owned, copy)) {
-        copy.moveTo({ type: 'standby', term });
+      copy.moveTo({ type: 'standby', term });
+      if (this.replicas.dropsUs(result.owned, copy))
         this.replicas.drop(copy, `the record moved on (${result.reason})`);
-      } else copy.moveTo({ type: 'standby', term });
       return undefined;
     }
     return this.becomePrimary(copy, result.owned, from, cause, detectedAt, expectLast);
+  }
+
+  private stillPromoting(copy: SessionCopy): boolean {
+    return this.ctx.copies.get(copy.sid) === copy && copy.status.type === 'promoting';
   }
 
   /**

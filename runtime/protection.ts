@@ -33,15 +33,15 @@ export class Protection {
     standby: string,
     actor: ActorDefinition,
     sid: string,
-    init: SessionSnapshot | undefined,
+    init: SessionSnapshot | { epoch: number },
   ) {
     const { ctx } = this;
     const after = ctx.ownership.view.get(sid)?.revision ?? 0;
     const timeout = ctx.tuning.requestTimeoutMs;
-    if (!init)
+    if (!('state' in init))
       return void (await ctx.control.request(
         standby,
-        { op: 'sync', sid, actor: actor.name, after },
+        { op: 'sync', sid, actor: actor.name, after, epoch: init.epoch },
         timeout,
       ));
     const attach: ControlRequest = { op: 'attach', sid, actor: actor.name, after, snapshot: init };
@@ -64,7 +64,8 @@ export class Protection {
   async attachSomewhere(
     actor: ActorDefinition,
     sid: string,
-    init: SessionSnapshot | undefined,
+    /** The state (a session not serving yet), or the epoch of the serving primary. */
+    init: SessionSnapshot | { epoch: number },
     exclude: Iterable<string>,
     wanted?: { host: string; hint: boolean },
     stop: () => boolean = () => false,
@@ -145,7 +146,7 @@ export class Protection {
     const standby = await this.attachSomewhere(
       copy.actor,
       copy.sid,
-      undefined,
+      { epoch },
       [old, ...(opts.exclude ?? [])],
       opts.wanted ? { host: opts.wanted, hint: true } : undefined,
       () => !this.stillPrimary(copy, epoch),

@@ -59,12 +59,14 @@ export class ReplicaManager {
           `${req.sid}: the stored snapshot is at seq ${init?.seq ?? 'none'}, not ${req.seq}`,
         );
     }
+    // The primary that attaches us serves this epoch: we follow it and no other.
+    const epoch = req.op === 'sync' ? req.epoch : init!.epoch;
     const replica = new ReplicaSession(
       ctx.sessionDeps,
       actor,
       req.sid,
       init && { ...init, state: freeze(init.state, true) },
-      this.source(req.sid),
+      this.source(req.sid, epoch),
     );
     const copy = ctx.copies.add(req.sid, actor, { type: 'attaching' });
     copy.replica = replica;
@@ -109,12 +111,16 @@ export class ReplicaManager {
     this.ctx.trace(`${copy.sid}: standby copy at seq ${copy.seq} dropped: ${why}`);
   }
 
-  /** Where a replica repairs itself from: the primary's log flush, the log, the primary's snapshot. */
-  private source(sid: string): ReplicaSource {
+  /**
+   * Where a replica repairs itself from: the log flush and the snapshot of
+   * the primary of `epoch` (a primary of another epoch may still listen,
+   * not yet fenced: its state is not this copy's), and the log.
+   */
+  private source(sid: string, epoch: number): ReplicaSource {
     const { ctx } = this;
     const control = async (op: 'flush' | 'snapshot'): Promise<any> => {
       const reply = await ctx.transport.request(
-        subjects.control(sid),
+        subjects.control(sid, epoch),
         ctx.codec.encode({ op }),
         2_000,
       );
@@ -130,6 +136,8 @@ export class ReplicaManager {
       },
       async snapshot() {
         const answer = await control('snapshot');
+        if (answer.epoch !== undefined && answer.epoch !== epoch)
+          throw new FtmError(`${sid}: a snapshot of epoch ${answer.epoch}, not ${epoch}`);
         if (answer.stored === undefined) return answer;
         // Above max_payload: the primary wrote it to the snapshot store instead.
         const stored = await storedSnapshot(ctx.snapshots, ctx.codec, sid);
@@ -160,7 +168,7 @@ export class ReplicaManager {
       l.primaries + l.standbys >= ctx.capacity
     )
       throw new CapacityError(
-        `host ${ctx.hostId} takes no more sessions (${l.primaries + l.standbys} of ${ctx.capacity}${ctx.state.draining ? ', draining' : ''}${ctx.state.dead ? ', rejoining' : ''})`,
+        `host ${ctx.hostId} takes no more sessions (${l.primaries + l.standbys} of ${ctx.capacity}${ctx.state.closed ? ', closing' : ''}${ctx.state.draining ? ', draining' : ''}${ctx.state.dead ? ', not a member' : ''})`,
       );
   }
 }

@@ -86,6 +86,8 @@ export class ReplicaSession {
   private readonly transport: Transport;
   private readonly codec: ValueCodec;
   private readonly onError: (err: FtmError) => void;
+  private readonly dropped: (subject: string, err: unknown) => void;
+  private readonly suspended: () => boolean;
 
   constructor(
     deps: SessionDeps,
@@ -99,6 +101,8 @@ export class ReplicaSession {
     this.transport = deps.transport;
     this.codec = deps.codec;
     this.onError = deps.onError;
+    this.dropped = deps.dropped;
+    this.suspended = deps.suspended;
     this.syncing = init === undefined;
     this.state = init?.state ?? {};
     this.seq = init?.seq ?? 0;
@@ -207,17 +211,15 @@ export class ReplicaSession {
     }
   }
 
-  /** Handles one frame from the output subject. Exposed for fault-injection tests. */
+  /**
+   * Handles one frame from the output subject: untrusted. A frame that does
+   * not decode, or of another epoch, throws (the transport drops and counts
+   * it); patches that do not apply are refused (counted) and the replica
+   * repairs itself. Exposed for fault-injection tests.
+   */
   onOutput(bytes: Uint8Array): void {
     if (this.stopped) return;
-    let f;
-    try {
-      f = decodeFrame(bytes);
-    } catch (err) {
-      return this.onError(
-        new CorruptPatchError(`${this.sid}: ${(err as Error).message}`, { cause: err }),
-      );
-    }
+    const f = decodeFrame(bytes);
     if (f.kind === FrameKind.refusal) {
       this.uncovered.delete(f.requestId);
       return;
@@ -229,13 +231,10 @@ export class ReplicaSession {
     }
     // A copy follows one primary, in one epoch: an older epoch's late frame,
     // or a newer epoch's (another copy's primary), is not its to apply.
-    if (f.epoch !== this.epoch) {
-      return this.onError(
-        new StaleEpochError(
-          `${this.sid}: commit ${f.seq} of epoch ${f.epoch} refused, this copy follows epoch ${this.epoch}`,
-        ),
+    if (f.epoch !== this.epoch)
+      throw new StaleEpochError(
+        `${this.sid}: commit ${f.seq} of epoch ${f.epoch} refused, this copy follows epoch ${this.epoch}`,
       );
-    }
     // Already applied: a retransmit, maybe because our ack was lost. Ack again.
     if (f.seq <= this.seq) return this.scheduleAck();
     if (this.source.drop?.(f.seq)) return;
@@ -305,7 +304,8 @@ export class ReplicaSession {
       if (changes.patches.length) this.state = this.runner.apply(this.state, changes.patches);
       effects = changes.effects;
     } catch (err) {
-      this.onError(
+      this.dropped(
+        subjects.output(this.sid),
         new CorruptPatchError(
           `${this.sid}: commit ${f.seq} refused, replica kept at ${this.seq}: ${(err as Error).message}`,
           { cause: err },
@@ -319,6 +319,11 @@ export class ReplicaSession {
     this.uncovered.delete(f.requestId);
     this.scheduleAck();
     return true;
+  }
+
+  /** The host's pause check cleared: acknowledge what was applied meanwhile. */
+  goOn(): void {
+    this.scheduleAck();
   }
 
   /** The record names this copy the standby at `term`: it acknowledges from now on. */
@@ -340,7 +345,8 @@ export class ReplicaSession {
     this.ackScheduled = true;
     queueMicrotask(() => {
       this.ackScheduled = false;
-      if (this.subs.length && !this.stopped)
+      // Suspended after a pause: no ack until the host knows it is alive (goOn acks then).
+      if (this.subs.length && !this.stopped && !this.suspended())
         this.transport.publish(
           subjects.ack(this.sid),
           encodeAck(AckSource.standby, { epoch: this.epoch, term: this.term, seq: this.seq }),

@@ -1,5 +1,6 @@
 import type { ValueCodec } from './codec.ts';
 import type { Clock, Random, Transport, TransportSubscription } from './ports.ts';
+import { EpochGate, type EpochAuthority } from './epoch-gate.ts';
 import { ClosedError, RequestTimeoutError, errorFromWire, type WireError } from './errors.ts';
 import { subjects } from './subjects.ts';
 import {
@@ -43,6 +44,12 @@ export type SessionClientDeps = {
   codec: ValueCodec;
   clock: Clock;
   random: Random;
+  /** Where new epochs are checked (the ownership record); without it every epoch is believed. */
+  epochs?: EpochAuthority;
+  /** Counts a frame dropped after it waited for its epoch (malformed, or a forged epoch). */
+  onDropped?: (subject: string, err: unknown) => void;
+  /** Told of every reply released, with where it was committed: tests and the simulator check it. */
+  onReleased?: (requestId: string, at: { epoch: number; term: number; seq: number }) => void;
 };
 
 /**
@@ -76,6 +83,8 @@ export class SessionClient {
   private readonly transport: Transport;
   private readonly codec: ValueCodec;
   private readonly clock: Clock;
+  private readonly gate: EpochGate;
+  private readonly onReleased: SessionClientDeps['onReleased'];
 
   constructor(
     deps: SessionClientDeps,
@@ -86,6 +95,10 @@ export class SessionClient {
     this.codec = deps.codec;
     this.clock = deps.clock;
     this.prefix = deps.random.hex(6);
+    this.onReleased = deps.onReleased;
+    this.gate = new EpochGate(sid, deps.epochs, (err) =>
+      deps.onDropped?.(subjects.output(sid), err),
+    );
     this.subs = [
       this.transport.subscribe(subjects.output(sid), (m) => this.onOutput(m.data)),
       this.transport.subscribe(subjects.ack(sid), (m) => this.onAck(m.data)),
@@ -130,7 +143,10 @@ export class SessionClient {
     const f = decodeFrame(bytes);
     if (f.kind !== FrameKind.commit && f.kind !== FrameKind.refusal) return;
     if (f.epoch < this.epoch) return; // a fenced primary's late output
-    if (f.epoch > this.epoch) this.newEpoch(f.epoch);
+    if (f.epoch > this.epoch) {
+      if (!this.gate.admit(f.epoch, () => this.onOutput(bytes))) return;
+      this.newEpoch(f.epoch);
+    }
     const p = this.pending.get(f.requestId);
     if (!p || p.held) return;
     if (f.kind === FrameKind.refusal) {
@@ -177,7 +193,10 @@ export class SessionClient {
   private onEventFrame(bytes: Uint8Array): void {
     const f = decodeFrame(bytes);
     if (f.kind !== FrameKind.event || f.epoch < this.epoch) return;
-    if (f.epoch > this.epoch) this.newEpoch(f.epoch);
+    if (f.epoch > this.epoch) {
+      if (!this.gate.admit(f.epoch, () => this.onEventFrame(bytes))) return;
+      this.newEpoch(f.epoch);
+    }
     this.heldEvents.push({ ...stampOf(f), event: f.event, payload: f.payload.slice() });
     this.releaseEvents();
   }
@@ -197,7 +216,10 @@ export class SessionClient {
     const f = decodeFrame(bytes);
     if (f.kind !== FrameKind.ack || f.epoch < this.epoch) return;
     if (f.source !== AckSource.standby && f.source !== AckSource.log) return;
-    if (f.epoch > this.epoch) this.newEpoch(f.epoch);
+    if (f.epoch > this.epoch) {
+      if (!this.gate.admit(f.epoch, () => this.onAck(bytes))) return;
+      this.newEpoch(f.epoch);
+    }
     if (f.source === AckSource.log) {
       const mark = this.logAck;
       if (f.epoch < mark.epoch || (f.epoch === mark.epoch && f.seq < mark.seq)) return;
@@ -279,6 +301,7 @@ export class SessionClient {
     const h = p.held!;
     if (!h.released && !this.releasable(h)) return false;
     this.pending.delete(id);
+    this.onReleased?.(id, h);
     p.resolve(this.codec.decode(h.reply));
     return true;
   }

@@ -18,6 +18,8 @@ export class SessionCopy {
   attachedAfter = 0;
   /** When this copy was created (the host's clock): a copy never named is collected after a while. */
   readonly createdAt: number;
+  /** When a primary copy last read the record because an ack named a newer epoch. */
+  epochCheckAt: number | undefined;
 
   constructor(
     readonly sid: string,

@@ -7,7 +7,7 @@ import { InvalidArgumentError } from './errors.ts';
  * - `ftm.s.<sid>.in`   inputs (requests, each with an id); primary and standby subscribe
  * - `ftm.s.<sid>.out`  committed transactions: reply + piggybacked patches
  * - `ftm.s.<sid>.ack`  standby applied seq n / log holds seq n
- * - `ftm.s.<sid>.ctl`  control requests to the session's primary (snapshot, flush)
+ * - `ftm.s.<sid>.ctl.<epoch>` control requests to the session's primary of that epoch (snapshot, flush)
  * - `ftm.s.<sid>.evt`  events the actor emits for its clients (released like replies)
  * - `ftm.s.<sid>.dg.in`, `.dg.out`  datagrams to the primary, and forwarded to clients
  * - `ftm.h.<host>.ctl` control requests to a host (attach a standby, ...)
@@ -20,7 +20,7 @@ export const subjects = {
   input: (sid: string) => `ftm.s.${sid}.in`,
   output: (sid: string) => `ftm.s.${sid}.out`,
   ack: (sid: string) => `ftm.s.${sid}.ack`,
-  control: (sid: string) => `ftm.s.${sid}.ctl`,
+  control: (sid: string, epoch: number) => `ftm.s.${sid}.ctl.${epoch}`,
   events: (sid: string) => `ftm.s.${sid}.evt`,
   datagramIn: (sid: string) => `ftm.s.${sid}.dg.in`,
   datagramOut: (sid: string) => `ftm.s.${sid}.dg.out`,

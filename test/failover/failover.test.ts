@@ -10,10 +10,12 @@ import {
 import { until } from '../helpers/until.ts';
 import { connectNats } from '../../runtime/index.ts';
 import { declareDead } from '../helpers/records.ts';
+import { useOutputMonitors } from '../helpers/output-monitor.ts';
 import { exactlyOnce, streamAdds } from '../helpers/stream.ts';
 
 describe('failover: hosts as processes, killed and stopped on purpose', function () {
   const nats = useNatsServer();
+  const watchOutput = useOutputMonitors(() => nats.url);
   let client: MeshClient;
   const procs = useProcessesPerTest();
 
@@ -47,6 +49,7 @@ describe('failover: hosts as processes, killed and stopped on purpose', function
   it('SIGKILL of the primary under a request stream: the standby takes over, nothing lost or doubled; re-protected, a second failover right after works', async () => {
     await startHosts('k1', 'k2', 'k3', 'k4');
     await client.placeSession('counter', 'kill', { primary: 'k1', standby: 'k2' });
+    await watchOutput('kill');
     const replies: number[] = [];
     for (const phase of [1, 2]) {
       const victim = client.owner('kill')!.primary;
@@ -83,6 +86,7 @@ describe('failover: hosts as processes, killed and stopped on purpose', function
   it('SIGSTOP of the primary (a hang): heartbeats catch it; after SIGCONT its late output is dropped and it stops serving', async () => {
     await startHostsForHang('s1', 's2', 's3');
     await client.placeSession('counter', 'hang', { primary: 's1', standby: 's2' });
+    await watchOutput('hang');
     const s1 = procs.get('s1')!;
     let stopped = false;
     let resumed = false;
@@ -115,6 +119,7 @@ describe('failover: hosts as processes, killed and stopped on purpose', function
   it('a false detection (the standby promotes while the primary still serves): one primary per epoch, nothing lost', async () => {
     await startHosts('f1', 'f2', 'f3');
     await client.placeSession('counter', 'false', { primary: 'f1', standby: 'f2' });
+    await watchOutput('false');
     const nc = await connectNats(nats.url);
     try {
       let declared: Promise<void> | undefined;
@@ -139,6 +144,7 @@ describe('failover: hosts as processes, killed and stopped on purpose', function
   it('primary and standby killed together: a third host restores the session from snapshot + log; in durable mode nothing acknowledged is lost', async () => {
     await startHosts('c1', 'c2', 'c3', 'c4');
     await client.placeSession('ledger', 'both', { primary: 'c1', standby: 'c2' });
+    await watchOutput('both');
     let killed: string[] = [];
     const result = await streamAdds(client, 'both', 500, {
       onReply: (n) => {

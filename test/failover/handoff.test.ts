@@ -12,23 +12,35 @@ import { SnapshotStore } from '../../runtime/snapshot-store.ts';
 import { subjects } from '../../runtime/subjects.ts';
 import { createValueCodec } from '../../runtime/codec.ts';
 import { exampleActors } from '../../actors/index.ts';
-import { useNatsServer } from '../helpers/nats.ts';
+import { purgeMesh, useNatsServer } from '../helpers/nats.ts';
 import { until } from '../helpers/until.ts';
+import { useOutputMonitors } from '../helpers/output-monitor.ts';
 import { exactlyOnce, streamAdds } from '../helpers/stream.ts';
+import { collectErrors, type ExpectedError } from '../helpers/errors.ts';
+
+/** What the runtime may report here, and why. */
+const expectedErrors: ExpectedError[] = [];
 
 describe('ownership races and planned handoff (hosts in this process)', function () {
+  const reported = collectErrors();
+  afterEach(() => reported.assertNone(expectedErrors));
   const nats = useNatsServer();
+  const watchOutput = useOutputMonitors(() => nats.url);
   const hosts: Host[] = [];
   // Each test has its own hosts: the last test's must not take this one's sessions.
   afterEach(async () => {
     for (const h of hosts.splice(0)) await h.close();
+    await purgeMesh(nats.url);
+    // What the hosts report while they close (their sessions fail over to one
+    // another as they go) is not the test's: its own errors were checked before.
+    reported.errors.length = 0;
   });
   const host = async (hostId: string, extra: Partial<HostOptions> = {}) => {
     const h = await createHost({
       nats: nats.url,
       actors: exampleActors,
       hostId,
-      onError: () => {},
+      onError: reported.onError,
       // Four hosts share this process's two cores: detection is not under test here,
       // a wide heartbeat timeout keeps false detections out of it.
       heartbeatTimeoutMs: 500,
@@ -81,6 +93,7 @@ describe('ownership races and planned handoff (hosts in this process)', function
           standby: i % 2 ? 'dr-2' : 'dr-3',
         });
       else await client.placeSession('counter', sid, { primary: 'dr-2', standby: 'dr-1' });
+      await watchOutput(sid);
     }
     let drained: Promise<Awaited<ReturnType<Host['drain']>>> | undefined;
     const streams = sids.map((sid) =>
@@ -121,6 +134,7 @@ describe('ownership races and planned handoff (hosts in this process)', function
     const b = await host('lg-b');
     const client = await host('lg-client', { capacity: 0 });
     await a.openSession('counter', 'lg', { standby: 'lg-b' });
+    await watchOutput('lg');
     // Released on the standby's ack alone (standby mode).
     for (let i = 1; i <= 20; i++) assert.equal(await client.request('lg', 'add', 1), i);
     assert.equal(
@@ -187,6 +201,9 @@ describe('ownership races and planned handoff (hosts in this process)', function
       const stored = await (await SnapshotStore.open(nc)).get('sn');
       const seq = stored ? (createValueCodec().decode(stored) as { seq: number }).seq : 0;
       assert.ok(seq <= 10, `the stored snapshot is at seq ${seq}`);
+      reported.assertNone([
+        { pattern: /sn: this host stopped serving epoch 1/, why: 'the test took epoch 2' },
+      ]);
     } finally {
       await nc.close();
     }
@@ -205,7 +222,7 @@ describe('ownership races and planned handoff (hosts in this process)', function
     try {
       const codec = createValueCodec();
       const { revision } = (await (await openOwnership(nc)).get('nm'))!;
-      const sync = { op: 'sync', sid: 'nm', actor: 'counter', after: revision };
+      const sync = { op: 'sync', sid: 'nm', actor: 'counter', after: revision, epoch: 1 };
       const answer = codec.decode(
         (await nc.request(subjects.hostControl('nm-c'), codec.encode(sync), { timeout: 5_000 }))
           .data,

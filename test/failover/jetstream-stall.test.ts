@@ -11,6 +11,7 @@ import { exampleActors } from '../../actors/index.ts';
 import { useNatsCluster } from '../helpers/nats.ts';
 import { spawnNode, type NodeProcess } from '../helpers/processes.ts';
 import { until } from '../helpers/until.ts';
+import { useOutputMonitors } from '../helpers/output-monitor.ts';
 
 /**
  * A machine that runs both a NATS node and a host can die whole. When that
@@ -22,6 +23,8 @@ import { until } from '../helpers/until.ts';
  */
 describe('a NATS node and the primary host die together', function () {
   const nats = useNatsCluster();
+  // Connected to every node: the monitor sees the output through the node's death.
+  const watchOutput = useOutputMonitors(() => nats.urls.join(','));
   const procs: NodeProcess[] = [];
   let client: MeshClient | undefined;
   afterEach(function () {
@@ -90,6 +93,7 @@ describe('a NATS node and the primary host die together', function () {
       });
       await until(() => ['j1', 'j2', 'j3'].every((id) => client!.liveHosts().includes(id)));
       await client.placeSession('counter', 'js', { primary: 'j1', standby: 'j2' });
+      await watchOutput('js');
       for (let i = 0; i < 50; i++) await client.request('js', 'add', 1);
 
       nats.cluster.nodes[doomed]!.kill('SIGKILL');

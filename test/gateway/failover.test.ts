@@ -12,12 +12,20 @@ import {
 } from '../helpers/processes.ts';
 import { exactlyOnce } from '../helpers/stream.ts';
 import { until } from '../helpers/until.ts';
+import { collectErrors, type ExpectedError } from '../helpers/errors.ts';
+import { useOutputMonitors } from '../helpers/output-monitor.ts';
+
+/** What the runtime may report here, and why. */
+const expectedErrors: ExpectedError[] = [];
 
 const secret = 'gateway-failover-test-secret-0123456789';
 const now = () => performance.timeOrigin + performance.now();
 
 describe('gateway: clients keep their connection through a failover', function () {
+  const reported = collectErrors();
+  afterEach(() => reported.assertNone(expectedErrors));
   const nats = useNatsServer();
+  const watchOutput = useOutputMonitors(() => nats.url);
   let client: MeshClient;
   let gateway: Gateway;
   const procs = useProcessesPerTest();
@@ -31,7 +39,7 @@ describe('gateway: clients keep their connection through a failover', function (
       actors: exampleActors,
       auth: { secret },
       id: 'gf-gw',
-      onError: () => {},
+      onError: reported.onError,
     });
   });
   after(async () => {
@@ -43,6 +51,7 @@ describe('gateway: clients keep their connection through a failover', function (
   it('a client streaming requests keeps the same WebSocket across a SIGKILL of the primary: every request answered once, the state matches', async () => {
     await startHosts('gf1', 'gf2', 'gf3');
     await client.placeSession('counter', 'gf-stream', { primary: 'gf1', standby: 'gf2' });
+    await watchOutput('gf-stream');
     const opened = gateway.stats().connectionsOpened;
     const session = await connect(gateway.url, {
       token: mintToken({ secret, sub: 'streamer', sid: 'gf-stream' }),
@@ -75,6 +84,7 @@ describe('gateway: clients keep their connection through a failover', function (
   it('UDP datagrams from a client reach the new primary after the failover (measured from the kill)', async () => {
     await startHosts('gu1', 'gu2', 'gu3');
     await client.placeSession('room', 'gf-udp', { primary: 'gu1', standby: 'gu2' });
+    await watchOutput('gf-udp');
     const alice = await RawClient.hello(
       gateway.url,
       mintToken({ secret, sub: 'alice', sid: 'gf-udp' }),

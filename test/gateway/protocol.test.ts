@@ -19,6 +19,10 @@ import { useNatsServer } from '../helpers/nats.ts';
 import { spawnNode, stopAll, type NodeProcess } from '../helpers/processes.ts';
 import { exactlyOnce } from '../helpers/stream.ts';
 import { until } from '../helpers/until.ts';
+import { collectErrors, type ExpectedError } from '../helpers/errors.ts';
+
+/** What the runtime may report here, and why. */
+const expectedErrors: ExpectedError[] = [];
 
 const secret = 'gateway-protocol-test-secret-0123456789';
 const token = (
@@ -66,6 +70,8 @@ function steadyClient(session: Session, name: string, payload: () => unknown, ev
 }
 
 describe('gateway: tokens, bad input, gateways side by side', function () {
+  const reported = collectErrors();
+  afterEach(() => reported.assertNone(expectedErrors));
   const nats = useNatsServer();
   let client: Host;
   let nc: NatsConnection;
@@ -101,7 +107,7 @@ describe('gateway: tokens, bad input, gateways side by side', function () {
       actors: exampleActors,
       hostId: 'gp-client',
       capacity: 0,
-      onError: () => {},
+      onError: reported.onError,
     });
     nc = await connectNats(nats.url);
     for (const id of ['gp1', 'gp2', 'gp3'])
@@ -119,7 +125,7 @@ describe('gateway: tokens, bad input, gateways side by side', function () {
         maxRejectedPerSecond: 1_000,
         helloTimeoutMs: 500,
       },
-      onError: () => {},
+      onError: reported.onError,
     });
     gwB = await createGateway({
       nats: nats.url,
@@ -127,7 +133,7 @@ describe('gateway: tokens, bad input, gateways side by side', function () {
       auth: { secret },
       id: 'gp-gw-b',
       limits: { maxBufferedBytes: 64 * 1024 },
-      onError: () => {},
+      onError: reported.onError,
     });
   });
   after(async function () {
@@ -502,7 +508,7 @@ describe('gateway: tokens, bad input, gateways side by side', function () {
         actors: exampleActors,
         auth: { secret },
         id: 'gp-gw-c',
-        onError: () => {},
+        onError: reported.onError,
       });
       const s = await sdk([gwC.url, gwB.url], token('mover', 'drain-gw'));
       assert.equal(s.gateway, 'gp-gw-c');

@@ -6,6 +6,8 @@ import {
   type NatsServerHandle,
   type NatsServerOptions,
 } from '../../infra/index.ts';
+import { jetstreamManager } from '@nats-io/jetstream';
+import { connectNats } from '../../runtime/nats-connect.ts';
 
 /** The server of the current suite; read it inside tests or hooks, not at describe() time. */
 export interface NatsServerFixture {
@@ -95,3 +97,18 @@ export function useNatsCluster(options?: NatsClusterOptions): NatsClusterFixture
  * move a session mid-test. A wide timeout keeps false detections out.
  */
 export const quietDetection = { heartbeatTimeoutMs: 500 } as const;
+
+/**
+ * Empties what the mesh keeps in JetStream (ownership and membership records,
+ * the log, snapshots) once a test's hosts are closed: the next test starts
+ * from a clean mesh instead of restoring the last one's sessions.
+ */
+export async function purgeMesh(url: string): Promise<void> {
+  const nc = await connectNats(url);
+  try {
+    const jsm = await jetstreamManager(nc);
+    for await (const name of jsm.streams.names()) await jsm.streams.purge(name);
+  } finally {
+    await nc.close();
+  }
+}

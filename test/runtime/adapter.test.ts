@@ -2,6 +2,10 @@ import { strict as assert } from 'node:assert';
 import { createHost, defineAdapter, HandlerError, type Host } from '../../runtime/index.ts';
 import { useNatsServer, quietDetection } from '../helpers/nats.ts';
 import { until } from '../helpers/until.ts';
+import { collectErrors, type ExpectedError } from '../helpers/errors.ts';
+
+/** What the runtime may report here, and why. */
+const expectedErrors: ExpectedError[] = [];
 
 /** An existing service: a plain class that keeps its own state and knows nothing of ftmesh. */
 class Board {
@@ -47,6 +51,8 @@ const board = defineAdapter({
 });
 
 describe('the adapter for existing services', function () {
+  const reported = collectErrors();
+  afterEach(() => reported.assertNone(expectedErrors));
   const nats = useNatsServer();
   let a: Host;
   let b: Host;
@@ -56,14 +62,14 @@ describe('the adapter for existing services', function () {
       nats: nats.url,
       actors: [board],
       hostId: 'ad-a',
-      onError: () => {},
+      onError: reported.onError,
     });
     b = await createHost({
       ...quietDetection,
       nats: nats.url,
       actors: [board],
       hostId: 'ad-b',
-      onError: () => {},
+      onError: reported.onError,
     });
   });
   after(async () => {
@@ -104,5 +110,6 @@ describe('the adapter for existing services', function () {
     await a.request('wb', 'draw', { points: [1], owner: 'x' });
     await until(() => b.info('wb')?.seq === seq + 1);
     assert.equal(b.hash('wb'), a.hash('wb'));
+    reported.assertNone([{ pattern: /HandlerError: handler board.erase threw/, why: 'provoked' }]);
   });
 });

@@ -3,8 +3,14 @@ import { createHost, type Host } from '../../runtime/index.ts';
 import { exampleActors } from '../../actors/index.ts';
 import { useNatsServer, quietDetection } from '../helpers/nats.ts';
 import { until } from '../helpers/until.ts';
+import { collectErrors, type ExpectedError } from '../helpers/errors.ts';
+
+/** What the runtime may report here, and why. */
+const expectedErrors: ExpectedError[] = [];
 
 describe('the durable log', function () {
+  const reported = collectErrors();
+  afterEach(() => reported.assertNone(expectedErrors));
   const nats = useNatsServer();
   const hosts: Host[] = [];
   const dropped = new Set<number>();
@@ -22,7 +28,7 @@ describe('the durable log', function () {
       nats: nats.url,
       actors: exampleActors,
       hostId,
-      onError: () => {},
+      onError: reported.onError,
       // The restores here are manual: no host takes over on its own.
       failover: false,
       ...extra,

@@ -3,8 +3,14 @@ import { createHost, InvalidMessageError, type Host } from '../../runtime/index.
 import { exampleActors } from '../../actors/index.ts';
 import { useNatsServer, quietDetection } from '../helpers/nats.ts';
 import { until } from '../helpers/until.ts';
+import { collectErrors, type ExpectedError } from '../helpers/errors.ts';
+
+/** What the runtime may report here, and why. */
+const expectedErrors: ExpectedError[] = [];
 
 describe('events, message checks and datagrams', function () {
+  const reported = collectErrors();
+  afterEach(() => reported.assertNone(expectedErrors));
   const nats = useNatsServer();
   const hosts: Host[] = [];
   after(async () => {
@@ -16,7 +22,7 @@ describe('events, message checks and datagrams', function () {
       nats: nats.url,
       actors: exampleActors,
       hostId,
-      onError: () => {},
+      onError: reported.onError,
       ...(capacity === undefined ? {} : { capacity }),
     });
     hosts.push(h);

@@ -9,6 +9,10 @@ import {
 } from '../../runtime/index.ts';
 import { useNatsServer, quietDetection } from '../helpers/nats.ts';
 import { until } from '../helpers/until.ts';
+import { collectErrors, type ExpectedError } from '../helpers/errors.ts';
+
+/** What the runtime may report here, and why. */
+const expectedErrors: ExpectedError[] = [];
 
 type Doc = {
   items: Record<string, { n: number; tags: string[] }>;
@@ -60,6 +64,8 @@ const modes: ConsistencyMode[] = ['async', 'standby', 'durable'];
 const actors = modes.map(fuzzActor);
 
 describe('replication between a primary and a standby', function () {
+  const reported = collectErrors();
+  afterEach(() => reported.assertNone(expectedErrors));
   const nats = useNatsServer();
   let a: Host;
   let b: Host;
@@ -70,14 +76,14 @@ describe('replication between a primary and a standby', function () {
       nats: nats.url,
       actors,
       hostId: 'host-a',
-      onError: () => {},
+      onError: reported.onError,
     });
     b = await createHost({
       ...quietDetection,
       nats: nats.url,
       actors,
       hostId: 'host-b',
-      onError: () => {},
+      onError: reported.onError,
     });
   });
   after(async () => {
@@ -114,6 +120,10 @@ describe('replication between a primary and a standby', function () {
     assert.equal(await a.request(sid, 'edit'), 2);
     await until(() => b.info(sid)?.seq === 2);
     assert.equal(b.hash(sid), a.hash(sid));
+    reported.assertNone([
+      { pattern: /HandlerError: handler fuzz-standby.boom threw/, why: 'provoked' },
+      { pattern: /UnknownMessageTypeError: actor fuzz-standby has no handler/, why: 'provoked' },
+    ]);
   });
 
   it('a repeated request id is applied once and answered with the first reply', async () => {

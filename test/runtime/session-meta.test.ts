@@ -3,6 +3,10 @@ import { createHost, defineActor, type Host, type HostOptions } from '../../runt
 import { exampleActors } from '../../actors/index.ts';
 import { useNatsServer, quietDetection } from '../helpers/nats.ts';
 import { until } from '../helpers/until.ts';
+import { collectErrors, type ExpectedError } from '../helpers/errors.ts';
+
+/** What the runtime may report here, and why. */
+const expectedErrors: ExpectedError[] = [];
 
 type Ticks = { ticks: number[]; target: number; cancelled: number };
 
@@ -34,6 +38,8 @@ const ticker = defineActor<Ticks>({
 });
 
 describe('the replicated session meta: timers, dedup table, lost last commit', function () {
+  const reported = collectErrors();
+  afterEach(() => reported.assertNone(expectedErrors));
   const nats = useNatsServer();
   const hosts: Host[] = [];
   after(async () => {
@@ -45,7 +51,7 @@ describe('the replicated session meta: timers, dedup table, lost last commit', f
       nats: nats.url,
       actors: [...exampleActors, ticker],
       hostId,
-      onError: () => {},
+      onError: reported.onError,
       // The restores here are manual: no host takes over on its own.
       failover: false,
       ...extra,

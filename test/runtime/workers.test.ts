@@ -2,6 +2,10 @@ import { strict as assert } from 'node:assert';
 import { createHost, defineActor, stateHash, type Host } from '../../runtime/index.ts';
 import { useNatsServer, quietDetection } from '../helpers/nats.ts';
 import { until } from '../helpers/until.ts';
+import { collectErrors, type ExpectedError } from '../helpers/errors.ts';
+
+/** What the runtime may report here, and why. */
+const expectedErrors: ExpectedError[] = [];
 
 type Mix = { expected: number; results: number[]; acc: number };
 
@@ -27,6 +31,8 @@ const mixer = defineActor<Mix>({
 });
 
 describe('worker threads: concurrent updates committed in one order', function () {
+  const reported = collectErrors();
+  afterEach(() => reported.assertNone(expectedErrors));
   const nats = useNatsServer();
   let a: Host;
   let b: Host;
@@ -36,14 +42,14 @@ describe('worker threads: concurrent updates committed in one order', function (
       nats: nats.url,
       actors: [mixer],
       hostId: 'wk-a',
-      onError: () => {},
+      onError: reported.onError,
     });
     b = await createHost({
       ...quietDetection,
       nats: nats.url,
       actors: [mixer],
       hostId: 'wk-b',
-      onError: () => {},
+      onError: reported.onError,
     });
   });
   after(async () => {
