@@ -1,7 +1,7 @@
 import type { ValueCodec } from './codec.ts';
 import { errorFromWire, errorToWire, MalformedMessageError, type WireError } from './errors.ts';
 import type { Transport, TransportSubscription } from './ports.ts';
-import type { SessionSnapshot } from './primary-session.ts';
+import type { SessionSnapshot } from './session-types.ts';
 import { subjects } from './subjects.ts';
 
 /**

@@ -2,7 +2,7 @@ import { freeze } from 'immer';
 import type { ActorDefinition } from './actor.ts';
 import type { ValueCodec } from './codec.ts';
 import type { Clock, LogPort, SnapshotPort } from './ports.ts';
-import type { SessionSnapshot } from './primary-session.ts';
+import type { SessionSnapshot } from './session-types.ts';
 import { SessionMeta, decodeChanges, emptyMeta } from './session-meta.ts';
 import { TransitionRunner } from './transition.ts';
 import { decodeBatch, decodeFrame, FrameKind, type CommitFrame } from './wire.ts';

@@ -8,7 +8,7 @@ import type { Membership } from './membership.ts';
 import type { Ownership } from './ownership.ts';
 import type { Placement } from './placement.ts';
 import type { Clock, LogPort, Random, SnapshotPort, Transport } from './ports.ts';
-import type { PrimaryOptions, SessionDeps } from './primary-session.ts';
+import type { PrimaryOptions, SessionDeps } from './session-types.ts';
 import type { SerialQueues } from './serial-queue.ts';
 import type { SessionCopies } from './session-copies.ts';
 import type { WorkerPool } from './worker-pool.ts';

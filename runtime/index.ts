@@ -11,7 +11,8 @@ export type {
 } from './actor.ts';
 export { defineAdapter } from './adapter.ts';
 export type { AdapterOptions } from './adapter.ts';
-export { createHost, startHost } from './host.ts';
+export { createHost } from './nats-host.ts';
+export { startHost } from './host.ts';
 export type {
   Host,
   HostOptions,

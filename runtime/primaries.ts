@@ -2,7 +2,8 @@ import type { ActorDefinition } from './actor.ts';
 import { SessionLog, type LogStart } from './durable-log.ts';
 import { FtmError } from './errors.ts';
 import type { HostContext } from './host-context.ts';
-import { PrimarySession, type SessionSnapshot } from './primary-session.ts';
+import { PrimarySession } from './primary-session.ts';
+import type { SessionSnapshot } from './session-types.ts';
 import type { SessionCopy } from './session-copies.ts';
 import type { SessionMeta } from './session-meta.ts';
 

@@ -1,25 +1,16 @@
 import type { ActorDefinition } from './actor.ts';
 import type { ValueCodec } from './codec.ts';
-import {
-  errorToWire,
-  FtmError,
-  HandlerError,
-  InvalidMessageError,
-  MalformedMessageError,
-} from './errors.ts';
+import { errorToWire, FtmError, HandlerError, InvalidMessageError } from './errors.ts';
 import { subjects } from './subjects.ts';
 import type { SessionLog } from './durable-log.ts';
 import { TransitionRunner } from './transition.ts';
-import {
-  SessionMeta,
-  encodeChanges,
-  type Effect,
-  type Job,
-  type MetaSnapshot,
-  type Timer,
-} from './session-meta.ts';
+import { SessionMeta, encodeChanges, type Effect, type MetaSnapshot } from './session-meta.ts';
 import type { WorkerPool } from './worker-pool.ts';
-import type { Clock, Transport, TransportMessage, TransportSubscription } from './ports.ts';
+import { SessionEffects } from './session-effects.ts';
+import type { PrimaryOptions, SessionDeps, SessionSnapshot } from './session-types.ts';
+import { StandbyAcks } from './standby-acks.ts';
+import { serveSessionControl } from './session-control.ts';
+import type { Clock, Transport, TransportSubscription } from './ports.ts';
 import {
   AckSource,
   CommitFlag,
@@ -33,43 +24,6 @@ import {
   encodeEvent,
   encodeRefusal,
 } from './wire.ts';
-
-/** What a replica or a restore needs to start from: a state at a seq, with the runtime's meta. */
-export type SessionSnapshot = {
-  actor: string;
-  state: object;
-  seq: number;
-  epoch: number;
-  meta: MetaSnapshot;
-};
-
-/** What every session copy needs from its host. */
-export type SessionDeps = {
-  transport: Transport;
-  codec: ValueCodec;
-  clock: Clock;
-  onError: (err: FtmError) => void;
-  /** A wire message refused (malformed, stale, corrupt): counted, reported at a bounded rate. */
-  dropped: (subject: string, err: unknown) => void;
-  /**
-   * True while the host re-checks its membership after a pause: sessions
-   * hold what they would commit or acknowledge (pause-guard.ts).
-   */
-  suspended: () => boolean;
-};
-
-/** Tuning of a primary; the host passes its options down. */
-export type PrimaryOptions = {
-  /** A snapshot every this many commits (default 1000)... */
-  snapshotEvery?: number;
-  /** ...or once the commits since the last one reach this many bytes (default 4 MiB). */
-  snapshotEveryBytes?: number;
-  /** Unacknowledged commits are sent again after this long without a commit (default 20 ms). */
-  retransmitAfterMs?: number;
-};
-
-/** Control requests served by a session's primary on `ftm.s.<sid>.ctl.<epoch>`. */
-export type SessionControl = { op: 'flush' } | { op: 'snapshot' };
 
 const empty = new Uint8Array(0);
 
@@ -99,8 +53,6 @@ export class PrimarySession {
    * releases it (commits carry the `unprotected` flag).
    */
   standbyHost = '';
-  /** Highest seq the named standby acknowledged in this epoch. */
-  standbyAcked: number;
   /** Dedup table, timers and jobs: replicated with every commit. */
   readonly meta: SessionMeta;
   /** Called once a newer epoch shows in an ack: the host checks the record and fences. */
@@ -124,22 +76,18 @@ export class PrimarySession {
   private held: Uint8Array[] = [];
   private inputs: TransportSubscription | undefined;
   private control: TransportSubscription | undefined;
-  private acks: TransportSubscription | undefined;
+  private ackSub: TransportSubscription | undefined;
   private datagrams: TransportSubscription | undefined;
   private flushScheduled = false;
   private sinceSnapshot = 0;
   private bytesSinceSnapshot = 0;
   private snapshotting: Promise<number> | undefined;
-  private readonly armed = new Map<string, unknown>();
+  private readonly effects: SessionEffects;
+  private readonly acks: StandbyAcks;
   /** Timers and worker results that came due while paused: they run on resume. */
   private deferred: (() => void)[] = [];
-  /** Commits the standby has not acknowledged yet, oldest first: sent again if it stays silent. */
-  private readonly unacked: { seq: number; frame: Uint8Array }[] = [];
-  private lastSentAt = 0;
-  private retransmitBackoff = 1;
   private readonly snapshotEvery: number;
   private readonly snapshotEveryBytes: number;
-  private readonly retransmitAfterMs: number;
   /** Callers waiting for a seq to be released or acknowledged. */
   private waiters: { ready: () => boolean; resolve: () => void }[] = [];
 
@@ -167,51 +115,38 @@ export class PrimarySession {
     this.state = init.state;
     this.seq = init.seq;
     this.epoch = init.epoch;
-    this.standbyAcked = init.seq;
     this.meta = init.meta instanceof SessionMeta ? init.meta : new SessionMeta(init.meta);
     this.snapshotEvery = options.snapshotEvery ?? 1000;
     this.snapshotEveryBytes = options.snapshotEveryBytes ?? 4 * 1024 * 1024;
-    this.retransmitAfterMs = options.retransmitAfterMs ?? 20;
+    this.acks = new StandbyAcks(init.seq, options.retransmitAfterMs ?? 20);
     this.runner = new TransitionRunner(actor, sid, () => this.clock.now());
     this.flags = ConsistencyCode[actor.consistency];
     this.outSubject = subjects.output(sid);
+    this.effects = new SessionEffects({
+      sid,
+      actorName: actor.name,
+      clock: this.clock,
+      meta: this.meta,
+      workers,
+      onError: this.onError,
+      commit: (type, payload, done) => this.commit('', type, payload, done),
+      whenServing: (run) => this.whenServing(run),
+    });
+  }
+
+  /** Highest seq the named standby acknowledged in this epoch. */
+  get standbyAcked(): number {
+    return this.acks.acked;
   }
 
   /** Serves control requests (snapshot, flush); needed before a standby attaches. */
   listen(): void {
-    this.control = this.transport.subscribe(subjects.control(this.sid, this.epoch), (msg) =>
-      this.onControl(msg),
-    );
-  }
-
-  private onControl(msg: TransportMessage): void {
-    const fail = (err: unknown) => msg.respond(this.codec.encode({ error: errorToWire(err) }));
-    let req: Partial<SessionControl> | null;
-    try {
-      req = this.codec.decode(msg.data) as Partial<SessionControl> | null;
-    } catch (err) {
-      fail(new MalformedMessageError(`${this.sid}: an unreadable session control request`));
-      throw err;
-    }
-    if (req?.op === 'snapshot') {
-      // With how far the log reaches: a standby that keeps the frames above
-      // it can cover them on promotion.
-      const bytes = this.codec.encode({ ...this.snapshot(), logged: this.log.loggedSeq });
-      if (bytes.length <= this.transport.maxPayload - 1024) {
-        msg.respond(bytes);
-        return;
-      }
-      // Too big for one NATS message (a large state, a dedup table full of
-      // large replies): it goes through the snapshot store, which chunks it.
-      this.snapshotNow().then(
-        (seq) => msg.respond(this.codec.encode({ stored: seq, logged: seq })),
-        fail,
-      );
-    } else if (req?.op === 'flush') {
-      this.log.flush().then((loggedSeq) => msg.respond(this.codec.encode({ loggedSeq })), fail);
-    } else {
-      fail(new MalformedMessageError(`${this.sid}: unknown session control request`));
-    }
+    this.control = serveSessionControl(this.transport, this.codec, this.sid, this.epoch, {
+      snapshot: () => this.snapshot(),
+      logged: () => this.log.loggedSeq,
+      snapshotNow: () => this.snapshotNow(),
+      flush: () => this.log.flush(),
+    });
   }
 
   snapshot(): SessionSnapshot {
@@ -278,9 +213,8 @@ export class PrimarySession {
    */
   serve(): void {
     if (this.phase !== 'created') return;
-    this.acks = this.transport.subscribe(subjects.ack(this.sid), (msg) => this.onAck(msg.data));
-    for (const [key, timer] of this.meta.timers) this.arm(key, timer);
-    for (const [id, job] of this.meta.jobs) this.dispatch(id, job);
+    this.ackSub = this.transport.subscribe(subjects.ack(this.sid), (msg) => this.onAck(msg.data));
+    this.effects.resume();
     if (this.actor.datagram) this.receiveDatagrams(this.actor.datagram);
     this.phase = 'paused';
     this.resume();
@@ -304,7 +238,7 @@ export class PrimarySession {
     this.term = term;
     if (!standby) {
       // Unprotected: the log releases from now on; nothing waits for a standby.
-      this.unacked.length = 0;
+      this.acks.clear();
       this.flushSoon();
     }
   }
@@ -435,7 +369,8 @@ export class PrimarySession {
         this.onNextReply(this.clock.now());
         this.onNextReply = undefined;
       }
-      this.sent(commit);
+      this.acks.sent(this.seq, commit, this.clock.now(), this.standbyHost !== '');
+      this.onWork?.();
       const eventFlags = this.flags | (flags & CommitFlag.unprotected);
       for (const e of t.events) {
         const payload = e.payload === undefined ? empty : this.codec.encode(e.payload);
@@ -450,7 +385,7 @@ export class PrimarySession {
         ? { flags: flags & ~(CommitFlag.effects | CommitFlag.unprotected), seq: this.seq, reply }
         : undefined;
       this.meta.record(requestId, remembered, effects);
-      if (effects.length) this.start(effects);
+      if (effects.length) this.effects.start(effects);
       // After the meta: a snapshot holds the commit's dedup entry and timers with its state.
       this.bytesSinceSnapshot += commit.length;
       if (
@@ -483,15 +418,6 @@ export class PrimarySession {
     );
   }
 
-  /** Starts what a commit recorded: arms and disarms timers, runs worker jobs. */
-  private start(effects: readonly Effect[]): void {
-    for (const e of effects) {
-      if (e.op === 'timer') this.arm(e.key, e);
-      else if (e.op === 'cancel') this.disarm(e.key);
-      else if (e.op === 'job') this.dispatch(e.id, e);
-    }
-  }
-
   /** Runs `commit` now while serving, later while paused or suspended, never once stopped. */
   private whenServing(run: () => void): void {
     if (this.phase === 'serving' && !this.suspended()) run();
@@ -509,61 +435,9 @@ export class PrimarySession {
     for (const bytes of inputs) this.onInput(bytes);
   }
 
-  private arm(key: string, timer: Timer): void {
-    this.disarm(key);
-    const fire = () => {
-      // A clock may fire a millisecond early; a timer never runs before its time.
-      const left = timer.at - this.clock.now();
-      if (left > 0) return void this.armed.set(key, this.clock.setTimeout(fire, left));
-      this.armed.delete(key);
-      this.whenServing(() => {
-        // Cancelled or re-armed while it waited: the commit that did so decides.
-        if (this.meta.timers.get(key)?.at !== timer.at) return;
-        this.commit('', timer.type, timer.payload, [{ op: 'cancel', key }]);
-      });
-    };
-    this.armed.set(key, this.clock.setTimeout(fire, Math.max(0, timer.at - this.clock.now())));
-  }
-
-  private disarm(key: string): void {
-    const handle = this.armed.get(key);
-    if (handle === undefined) return;
-    this.clock.clearTimeout(handle);
-    this.armed.delete(key);
-  }
-
-  /** Starts a committed worker job; its result commits as a message of its own. */
-  private dispatch(id: string, job: Job): void {
-    if (!this.workers) {
-      return this.onError(
-        new FtmError(`actor ${this.actor.name} has no workers option: job ${job.task} not run`),
-      );
-    }
-    const done: Effect[] = [{ op: 'done', id }];
-    const answer = (result: { result: unknown } | { error: string }) =>
-      this.whenServing(() => {
-        if (this.meta.jobs.has(id)) this.commit('', job.resultType, result, done);
-      });
-    this.workers.run(job.task, job.input).then(
-      (result) => answer({ result }),
-      (err: unknown) => answer({ error: (err as Error).message }),
-    );
-  }
-
-  private sent(frame: Uint8Array): void {
-    if (this.standbyHost) {
-      this.unacked.push({ seq: this.seq, frame });
-      // Beyond this the standby fills the gap from the log instead.
-      if (this.unacked.length > 4096) this.unacked.shift();
-    }
-    this.lastSentAt = this.clock.now();
-    this.retransmitBackoff = 1;
-    this.onWork?.();
-  }
-
   /** Commits the standby has not acknowledged yet (the host's flusher keeps running for them). */
   get hasUnacked(): boolean {
-    return this.unacked.length > 0;
+    return this.acks.pending;
   }
 
   /** An ack from the wire: untrusted; a malformed one throws (the transport counts it). */
@@ -574,17 +448,7 @@ export class PrimarySession {
     // The host checks the record before this copy stops (an ack alone is no proof).
     if (f.epoch > this.epoch) return this.onNewerEpoch?.(f.epoch);
     if (f.source !== AckSource.standby || f.epoch !== this.epoch || f.term !== this.term) return;
-    if (!this.standbyHost) return;
-    this.acked(f.seq);
-  }
-
-  private acked(seq: number): void {
-    if (seq <= this.standbyAcked || seq > this.seq) return;
-    this.standbyAcked = seq;
-    let n = 0;
-    while (n < this.unacked.length && this.unacked[n]!.seq <= seq) n++;
-    if (n) this.unacked.splice(0, n);
-    this.wake();
+    if (this.standbyHost && this.acks.ack(f.seq, this.seq)) this.wake();
   }
 
   /**
@@ -642,12 +506,9 @@ export class PrimarySession {
    * calls this on its sweep; returns how many frames went out.
    */
   retransmit(now: number): number {
-    if (!this.unacked.length || this.phase !== 'serving' || this.suspended()) return 0;
-    if (now - this.lastSentAt < this.retransmitAfterMs * this.retransmitBackoff) return 0;
-    this.lastSentAt = now;
-    this.retransmitBackoff = Math.min(this.retransmitBackoff * 2, 64);
-    const frames = this.unacked.slice(0, 256);
-    for (const { frame } of frames) this.transport.publish(this.outSubject, frame);
+    if (this.phase !== 'serving' || this.suspended()) return 0;
+    const frames = this.acks.due(now);
+    for (const frame of frames) this.transport.publish(this.outSubject, frame);
     return frames.length;
   }
 
@@ -666,14 +527,13 @@ export class PrimarySession {
     this.phase = 'stopped';
     this.inputs?.unsubscribe();
     this.control?.unsubscribe();
-    this.acks?.unsubscribe();
+    this.ackSub?.unsubscribe();
     this.datagrams?.unsubscribe();
-    this.inputs = this.control = this.acks = this.datagrams = undefined;
+    this.inputs = this.control = this.ackSub = this.datagrams = undefined;
     for (const w of this.waiters) w.resolve();
     this.waiters = [];
     this.deferred = [];
     this.held = [];
-    for (const handle of this.armed.values()) this.clock.clearTimeout(handle);
-    this.armed.clear();
+    this.effects.close();
   }
 }

@@ -2,7 +2,7 @@ import { FtmError } from './errors.ts';
 import type { FailoverCause, FailoverRecord } from './failover.ts';
 import type { HostContext } from './host-context.ts';
 import type { Owned } from './ownership.ts';
-import type { SessionSnapshot } from './primary-session.ts';
+import type { SessionSnapshot } from './session-types.ts';
 import { startPrimary } from './primaries.ts';
 import { sleep } from './retry.ts';
 import type { ReplicaManager } from './replica-manager.ts';

@@ -2,7 +2,7 @@ import type { ActorDefinition } from './actor.ts';
 import type { ControlRequest } from './control-channel.ts';
 import { FtmError } from './errors.ts';
 import type { HostContext } from './host-context.ts';
-import type { SessionSnapshot } from './primary-session.ts';
+import type { SessionSnapshot } from './session-types.ts';
 import type { SessionCopy } from './session-copies.ts';
 
 /**

@@ -5,7 +5,7 @@ import { readLogFrames, storedSnapshot } from './durable-state.ts';
 import { CapacityError, FtmError, SessionExistsError, UnknownActorError } from './errors.ts';
 import type { HostContext } from './host-context.ts';
 import type { Owned } from './ownership.ts';
-import type { SessionSnapshot } from './primary-session.ts';
+import type { SessionSnapshot } from './session-types.ts';
 import { ReplicaSession, type ReplicaSource } from './replica-session.ts';
 import type { SessionCopy } from './session-copies.ts';
 import { subjects } from './subjects.ts';

@@ -3,7 +3,7 @@ import type { ActorDefinition } from './actor.ts';
 import type { ValueCodec } from './codec.ts';
 import { CorruptPatchError, FtmError, StaleEpochError } from './errors.ts';
 import type { Transport, TransportSubscription } from './ports.ts';
-import type { SessionDeps } from './primary-session.ts';
+import type { SessionDeps } from './session-types.ts';
 import { subjects } from './subjects.ts';
 import { TransitionRunner } from './transition.ts';
 import { SessionMeta, decodeChanges, type MetaSnapshot } from './session-meta.ts';
