@@ -51,7 +51,9 @@ export class FailoverCoordinator {
     if (copy && isPrimary(copy.status)) {
       const r = owned?.record;
       if (r && (r.epoch > copy.epoch || r.closed))
-        fenceCopy(ctx, copy, `epoch ${r.epoch}${r.closed ? ' closed the session' : ' exists'}`);
+        fenceCopy(ctx, copy, `epoch ${r.epoch}${r.closed ? ' closed the session' : ' exists'}`, {
+          expected: !!r.closed,
+        });
     } else if (copy?.replica && copy.status.type !== 'promoting')
       this.replicas.confirmIfNamed(copy, owned);
     this.schedule(sid);
@@ -87,6 +89,7 @@ export class FailoverCoordinator {
           r
             ? `the record names ${r.primary || 'nobody'} in epoch ${r.epoch}`
             : 'the record is gone',
+          { expected: !!r?.closed },
         );
       // A hand-off in progress is the drain's; re-protection waits for it to end.
       if (copy.status.type !== 'primary' || ctx.state.draining || !ctx.tuning.failover) return;

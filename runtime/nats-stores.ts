@@ -170,6 +170,8 @@ export async function natsLog(nc: NatsConnection, replicas = 1): Promise<LogPort
       return out;
     },
     async purgeBefore(sid, seq) {
+      // JetStream takes a filtered purge "up to seq 1" as a purge of everything: nothing is below 1.
+      if (seq <= 1) return;
       await jsm.streams.purge(storeNames.logStream, { filter: subjects.log(sid), seq });
     },
     async purgeAll(sid) {

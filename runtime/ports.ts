@@ -100,7 +100,7 @@ export interface LogPort {
   last(sid: string): Promise<{ seq: number; epoch: number }>;
   /** Every message of the subject, in order. A failed read throws, never answers short. */
   read(sid: string): Promise<LogMessage[]>;
-  /** Deletes the subject's messages below stream seq `seq`. */
+  /** Deletes the subject's messages below stream seq `seq` (none when `seq` is 1 or less). */
   purgeBefore(sid: string, seq: number): Promise<void>;
   /** Deletes every message of the subject. */
   purgeAll(sid: string): Promise<void>;

@@ -98,7 +98,13 @@ function checkNewerEpoch(ctx: HostContext, copy: SessionCopy, epoch: number): vo
  * Stops a primary copy at once (not queued: a local stop): it publishes and
  * writes nothing more, and the host forgets it.
  */
-export function fenceCopy(ctx: HostContext, copy: SessionCopy, reason: string): void {
+export function fenceCopy(
+  ctx: HostContext,
+  copy: SessionCopy,
+  reason: string,
+  /** A stop the host asked for (a close, a hand-off): no error to report. */
+  opts: { expected?: boolean } = {},
+): void {
   const s = copy.status.type;
   if (s !== 'primary' && s !== 'handing-off') return;
   const p = copy.primary!;
@@ -108,6 +114,6 @@ export function fenceCopy(ctx: HostContext, copy: SessionCopy, reason: string): 
   ctx.trace(
     `${copy.sid}: epoch ${p.epoch} fenced at seq ${p.seq} (logged ${p.log.loggedSeq}, acked ${p.standbyAcked}): ${reason}`,
   );
-  if (!ctx.state.draining && !ctx.state.closed && !ctx.state.dead)
+  if (!opts.expected && !ctx.state.draining && !ctx.state.closed && !ctx.state.dead)
     ctx.onError(new FtmError(`${copy.sid}: this host stopped serving epoch ${p.epoch}: ${reason}`));
 }

@@ -9,7 +9,7 @@ import {
 import type { HostContext } from './host-context.ts';
 import type { SessionInfo } from './mesh-client.ts';
 import type { OwnerRecord } from './ownership.ts';
-import { startPrimary } from './primaries.ts';
+import { fenceCopy, startPrimary } from './primaries.ts';
 import type { SessionSnapshot } from './session-types.ts';
 import type { Protection } from './protection.ts';
 import type { ReplicaManager } from './replica-manager.ts';
@@ -123,9 +123,8 @@ export class SessionLifecycle {
         if (copy.status.type === 'primary') p.resume();
         throw new FtmError(`${sid}: not closed: ${r.reason}`);
       }
-      copy.moveTo({ type: 'fenced', reason: 'the session was closed' });
-      p.fence();
-      ctx.copies.remove(copy);
+      // The watch may have delivered the closed record first and fenced it already.
+      fenceCopy(ctx, copy, 'the session was closed', { expected: true });
       if (p.standbyHost) this.protection.detach(p.standbyHost, sid);
       await ctx.snapshots.delete(sid);
       await ctx.log.purgeAll(sid);
