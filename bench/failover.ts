@@ -51,6 +51,8 @@ export type PhaseReport = {
   failovers: number;
   /** New epochs with no fault injected: a live primary taken for dead. */
   spurious_failovers: number;
+  /** Suspicions of a live host that its probe answered: no verdict, no failover. */
+  false_suspicions: number;
   /** How the new primary learnt of the fault, per failover. */
   causes: Record<string, number>;
   /**
@@ -412,6 +414,7 @@ type Round = {
   samples: Sample[];
   faults: number;
   spurious: number;
+  falseSuspicions: number;
   /** The round ended before its faults: no primary with a live standby to fault. */
   stuck: boolean;
   requests: number;
@@ -637,6 +640,10 @@ async function round(kind: 'crash' | 'hang', faults: number, tag: string): Promi
       samples,
       faults: done.length,
       spurious,
+      // Suspicions a probe answered: a live host taken for silent, never a verdict.
+      falseSuspicions: procs
+        .traceLines()
+        .filter((l) => /suspected \(\w+\) but answered its probe/.test(l)).length,
       stuck,
       requests: requests.count,
       retries: requests.retries,
@@ -683,6 +690,7 @@ async function phase(
         samples: [],
         faults: 0,
         spurious: 0,
+        falseSuspicions: 0,
         stuck: true,
         requests: 0,
         retries: 0,
@@ -721,6 +729,7 @@ async function phase(
     faults: injected,
     failovers: complete.length,
     spurious_failovers: sum((r) => r.spurious),
+    false_suspicions: sum((r) => r.falseSuspicions),
     causes,
     kill_to_exit_ms: since((r) => r.exitAt),
     kill_to_detect_ms: since((r) => r.detectedAt),
@@ -840,7 +849,7 @@ export function formatFailoverReport(r: FailoverReport, quick: boolean): string 
     row('inputs replayed (count)', c.replayed, h.replayed),
   ];
   const facts = (p: PhaseReport) =>
-    `${p.faults} x ${p.signal} in ${p.rounds} round${p.rounds === 1 ? '' : 's'}, ${p.failovers} failovers measured, ${p.spurious_failovers} with no fault (${Object.entries(
+    `${p.faults} x ${p.signal} in ${p.rounds} round${p.rounds === 1 ? '' : 's'}, ${p.failovers} failovers measured, ${p.spurious_failovers} with no fault, ${p.false_suspicions} false suspicions cleared by a probe (${Object.entries(
       p.causes,
     )
       .map(([k, n]) => `${k} ${n}`)

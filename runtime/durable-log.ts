@@ -22,6 +22,13 @@ export type LogStart =
       logged: number;
       kept: readonly Uint8Array[];
       expectLast?: number;
+      /**
+       * A read of the subject's last message already under way (a promotion
+       * starts it alongside its compare-and-swap): the first batch uses it
+       * instead of reading again. Stale is safe: JetStream refuses the batch
+       * and the writer reads afresh.
+       */
+      lastRead?: Promise<{ seq: number; epoch: number } | undefined>;
     }
   /** The marker is already stored at `lastStreamSeq` (a restore writes it before serving). */
   | { type: 'marked'; logged: number; lastStreamSeq: number };
@@ -68,6 +75,7 @@ export class SessionLog {
   /** The stream seq of this writer's last stored message; undefined until its marker landed. */
   lastStreamSeq: number | undefined;
   private expectLast: number | undefined;
+  private lastRead: Promise<{ seq: number; epoch: number } | undefined> | undefined;
   /** Published batches not yet purged: stream seq and the last commit seq they hold. */
   readonly batches: { streamSeq: number; lastSeq: number }[] = [];
   /** Names this writer's batches: a retry is idempotent, another writer's batch never a duplicate. */
@@ -90,6 +98,7 @@ export class SessionLog {
       this.lastStreamSeq = this.expectLast = start.lastStreamSeq;
     } else {
       this.expectLast = start.expectLast;
+      this.lastRead = start.lastRead;
       this.pending.push(encodeEpochMarker(epoch, start.from));
       for (const f of start.kept) this.append(f);
     }
@@ -168,7 +177,9 @@ export class SessionLog {
       if (this.discarded) return;
       try {
         if (this.expectLast === undefined) {
-          const last = await this.port.last(this.sid);
+          const started = this.lastRead;
+          this.lastRead = undefined;
+          const last = (started && (await started)) ?? (await this.port.last(this.sid));
           if (this.discarded) return;
           // A newer epoch already claimed the log: this writer never appends again.
           if (last.epoch > this.epoch)

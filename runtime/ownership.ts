@@ -73,17 +73,26 @@ export class Ownership {
   /**
    * Applies `change` to the record and writes it by compare-and-swap. A lost
    * swap reads the record again and applies the change to it: the change
-   * either still holds (it lands) or is refused with the reason. `fresh`
-   * reads the store first instead of trusting the view.
+   * either still holds (it lands) or is refused with the reason. A refusal
+   * is only ever decided on a record read from the store: one the view
+   * refuses is read again first (the view may lag). `fresh` reads the store
+   * before the first try too.
    */
   async change(
     sid: string,
     change: OwnerChange,
     opts: { fresh?: boolean } = {},
   ): Promise<ChangeResult> {
-    let owned = opts.fresh ? await this.get(sid) : (this.view.get(sid) ?? (await this.get(sid)));
+    const viewed = opts.fresh ? undefined : this.view.get(sid);
+    let owned = viewed ?? (await this.get(sid));
+    let read = !viewed;
     for (let attempt = 0; attempt < 5; attempt++) {
       const next = apply(owned?.record, change);
+      if (next.refused && !read) {
+        owned = await this.get(sid);
+        read = true;
+        continue;
+      }
       if (next.refused) return { ok: false, reason: next.reason, owned };
       try {
         const bytes = this.codec.encode(next.record);
@@ -96,6 +105,7 @@ export class Ownership {
       } catch (err) {
         if (!(err instanceof KvConflictError)) throw err;
         owned = await this.get(sid);
+        read = true;
       }
     }
     return { ok: false, reason: 'the record kept changing under us', owned };

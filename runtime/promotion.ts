@@ -38,13 +38,17 @@ export class Promotion {
     if (copy.status.type !== 'standby' || !copy.replica) return undefined;
     const term = copy.status.term;
     copy.moveTo({ type: 'promoting' });
+    // The log's last message, read alongside the swap: the new epoch's first
+    // batch names it (a hand-off knows it already). A failed read is read again.
+    const lastRead =
+      expectLast === undefined ? ctx.log.last(copy.sid).catch(() => undefined) : undefined;
     let result;
     try {
       const change =
         cause === 'drain'
           ? { type: 'hand-off' as const, from, to: ctx.hostId, epoch: copy.epoch }
           : { type: 'promote' as const, standby: ctx.hostId, from, epoch: copy.epoch };
-      result = await ctx.ownership.change(copy.sid, change, { fresh: true });
+      result = await ctx.ownership.change(copy.sid, change);
     } catch (err) {
       if (this.stillPromoting(copy)) copy.moveTo({ type: 'standby', term });
       throw err;
@@ -65,7 +69,7 @@ export class Promotion {
         this.replicas.drop(copy, `the record moved on (${result.reason})`);
       return undefined;
     }
-    return this.becomePrimary(copy, result.owned, from, cause, detectedAt, expectLast);
+    return this.becomePrimary(copy, result.owned, from, cause, detectedAt, expectLast, lastRead);
   }
 
   private stillPromoting(copy: SessionCopy): boolean {
@@ -88,6 +92,7 @@ export class Promotion {
     cause: FailoverCause,
     detectedAt: number,
     expectLast: number | undefined,
+    lastRead: Promise<{ seq: number; epoch: number } | undefined> | undefined,
   ): FailoverRecord {
     const { ctx } = this;
     const replica = copy.replica!;
@@ -124,6 +129,7 @@ export class Promotion {
       logged: unlogged ? unlogged.logged : 0,
       kept: unlogged ? unlogged.frames : [],
       ...(expectLast === undefined ? {} : { expectLast }),
+      ...(lastRead ? { lastRead } : {}),
     });
     copy.replica = undefined;
     copy.moveTo({ type: 'primary', standby: '', term: 0 });
@@ -135,6 +141,13 @@ export class Promotion {
     for (const bytes of queued) primary.onInput(bytes);
     rec.replayed = inputs.length + queued.length;
     rec.replayedAt = ctx.clock.now();
+    // The first batch (marker, kept frames, first replies) now, not on the
+    // flusher's next tick: the first replies wait for it.
+    primary.log
+      .flush()
+      .catch((err: unknown) =>
+        ctx.onError(new FtmError(`${copy.sid}: first log batch`, { cause: err })),
+      );
     ctx.history.push(rec);
     ctx.trace(
       `${copy.sid}: promoted to epoch ${epoch} at seq ${init.seq} (${cause}, from ${from}); ` +

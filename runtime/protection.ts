@@ -4,6 +4,10 @@ import { FtmError } from './errors.ts';
 import type { HostContext } from './host-context.ts';
 import type { SessionSnapshot } from './session-types.ts';
 import type { SessionCopy } from './session-copies.ts';
+import { sleep } from './retry.ts';
+
+/** How long re-protection waits for a new epoch's first log batch at most. */
+const firstBatchWaitMs = 100;
 
 /**
  * A primary's hot standby: attaching one somewhere, naming it in the
@@ -143,6 +147,12 @@ export class Protection {
     const epoch = p.epoch;
     const term = p.term;
     const old = p.standbyHost;
+    // A new epoch's first batch (its marker and first replies) goes before
+    // the new standby's sync: that sync encodes the whole state and would
+    // hold the first reply back. Bounded: with the log down, the standby is
+    // what the session needs most.
+    if (!old && !p.log.marked)
+      await Promise.race([p.log.flush(), sleep(ctx.clock, firstBatchWaitMs)]);
     const standby = await this.attachSomewhere(
       copy.actor,
       copy.sid,
@@ -170,6 +180,12 @@ export class Protection {
     }
     p.setStandby(standby, r.owned.record.term);
     copy.moveTo({ type: 'primary', standby, term: r.owned.record.term });
+    // The failover that made this copy primary ends here: two copies again.
+    const rec = ctx.history.findLast((f) => f.sid === copy.sid && f.epoch === epoch);
+    if (rec && rec.reprotectedAt === undefined) {
+      rec.standby = standby;
+      rec.reprotectedAt = ctx.clock.now();
+    }
     this.tellNamed(standby, copy.sid, r.owned.revision, r.owned.record.term);
     ctx.trace(
       `${copy.sid}: epoch ${epoch} standby ${standby} named at term ${r.owned.record.term}, seq ${p.seq}`,
