@@ -1,3 +1,4 @@
+import type { HostState } from './host-state.ts';
 import type { ActorDefinition } from './actor.ts';
 import type { ValueCodec } from './codec.ts';
 import type { ControlChannel } from './control-channel.ts';
@@ -45,8 +46,8 @@ export type HostContext = {
   readonly trace: (line: string) => void;
   /** Fault injection for tests: drop output frames at this host's standbys. */
   readonly dropAtStandby: ((sid: string, seq: number) => boolean) | undefined;
-  /** Mutable host-wide state: closed, draining, declared dead. */
-  readonly state: { closed: boolean; draining: boolean; dead: boolean };
+  /** Mutable host-wide state: closed, draining, not a member (starting, declared dead). */
+  readonly state: HostState;
   readonly sessionDeps: SessionDeps;
   poolFor(actor: ActorDefinition): WorkerPool | undefined;
   /** Wakes the log flusher: a primary has frames to log or retransmit. */

@@ -29,6 +29,9 @@ const needsMembership = new Set<ControlRequest['op']>([
   'take-over',
 ]);
 
+/** How long a request that needs membership waits for a join under way. */
+const memberWaitMs = 1_000;
+
 /**
  * Answers the control requests of other hosts (already checked for shape by
  * the control channel). Whatever touches a session runs in its queue.
@@ -36,7 +39,12 @@ const needsMembership = new Set<ControlRequest['op']>([
 export function controlHandler(parts: ControlParts): (req: ControlRequest) => Promise<object> {
   const { ctx, replicas, protection, promotion, lifecycle } = parts;
   return async (req) => {
-    if (ctx.state.dead && needsMembership.has(req.op))
+    // Just joined: the record may say alive before this host learnt its join landed.
+    if (
+      ctx.state.dead &&
+      needsMembership.has(req.op) &&
+      !(await ctx.state.untilMember(ctx.clock, memberWaitMs))
+    )
       throw new ClosedError(`host ${ctx.hostId} is not a member now (starting, or joining again)`);
     switch (req.op) {
       case 'attach':

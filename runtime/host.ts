@@ -1,3 +1,4 @@
+import { HostState } from './host-state.ts';
 import { createValueCodec } from './codec.ts';
 import { ControlChannel } from './control-channel.ts';
 import { isPrimary } from './copy-status.ts';
@@ -48,7 +49,7 @@ export async function startHost(
   const codec = createValueCodec();
   const dropped = ports.dropped;
   // Not a member until it joined: it acts on no record before (PROTOCOL.md, verdicts).
-  const state = { closed: false, draining: false, dead: true };
+  const state = new HostState();
   const copies = new SessionCopies(() => clock.now());
   const queues = new SerialQueues();
   const pools = new Map<string, WorkerPool>();
