@@ -43,11 +43,21 @@ export type MembershipDeps = {
 export type MembershipOptions = {
   /** Watch the server's disconnect advisories (default true; needs the $SYS import, see infra/). */
   advisories?: boolean;
-  /** A probe unanswered this long confirms a suspicion (default 5 ms). */
+  /**
+   * A probe unanswered this long confirms a suspicion, at the least (default
+   * 5 ms). The timeout grows with the round trips of recent probes (3 times
+   * the longest of the last 16, at most 100 ms): on a machine so busy that a
+   * live host answers late, a late answer is not a death.
+   */
   probeTimeoutMs?: number;
   /** A host that does not watch the advisory's host waits this long before it confirms (default 200 ms). */
   advisoryBackupMs?: number;
 };
+
+/** A suspicion's probe waits this long at most, however slow recent probes were. */
+const maxProbeTimeoutMs = 100;
+/** Round trips of answered probes kept for {@link Membership.probeTimeoutMs}. */
+const rttWindow = 16;
 
 /** Another process runs with this host id. */
 export class HostIdInUseError extends FtmError {
@@ -83,6 +93,8 @@ export class Membership {
   private started = 0;
   private lastLoad: string | undefined;
   private loadTimer: unknown;
+  /** Round trips of the latest answered probes, ms (at most {@link rttWindow}). */
+  private readonly probeRtts: number[] = [];
 
   constructor(
     private readonly deps: MembershipDeps,
@@ -261,7 +273,7 @@ export class Membership {
     id: string,
     cause: DownCause,
     at = this.deps.clock.now(),
-    probeTimeoutMs = this.options.probeTimeoutMs ?? 5,
+    probeTimeoutMs = this.probeTimeoutMs(),
   ): Promise<boolean> {
     const v = this.hosts.get(id);
     if (id === this.hostId || v?.record.state !== 'alive' || this.confirming.has(id)) return false;
@@ -311,6 +323,10 @@ export class Membership {
       );
       const pick = others[Math.floor(this.deps.random.next() * others.length)];
       if (pick && this.member()) void this.sweepProbe(pick[0]);
+      // A probe of itself: a round trip through the server to its own
+      // liveness worker, a sample of how fast probes come back now.
+      else if (this.member())
+        void this.answers(this.hostId, this.incarnation, 1_000).catch(() => false);
       this.sweep();
     }, 1_000);
   }
@@ -326,18 +342,31 @@ export class Membership {
     }
   }
 
+  /**
+   * How long a suspicion's probe waits: the configured floor, or 3 times the
+   * longest recent round trip when probes come back slower (a busy machine).
+   */
+  probeTimeoutMs(): number {
+    const floor = this.options.probeTimeoutMs ?? 5;
+    const slowest = this.probeRtts.length ? Math.max(...this.probeRtts) : 0;
+    return Math.max(floor, Math.min(maxProbeTimeoutMs, 3 * slowest));
+  }
+
   /** Whether `id`'s liveness worker answers a probe as `incarnation` within the probe timeout. */
   private async answers(
     id: string,
     incarnation: string,
-    timeoutMs = this.options.probeTimeoutMs ?? 5,
+    timeoutMs = this.probeTimeoutMs(),
   ): Promise<boolean> {
     try {
+      const sent = this.deps.clock.now();
       const answer = await this.deps.transport.request(
         subjects.probe(id),
         new Uint8Array(0),
         timeoutMs,
       );
+      this.probeRtts.push(this.deps.clock.now() - sent);
+      if (this.probeRtts.length > rttWindow) this.probeRtts.shift();
       return new TextDecoder().decode(answer) === incarnation;
     } catch (err) {
       if (err instanceof NoResponderError || (err as FtmError).code === 'request_timeout')
