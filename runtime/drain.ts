@@ -80,8 +80,17 @@ export class Drain {
     if (copy.status.type !== 'primary' || ctx.copies.get(copy.sid) !== copy) return undefined;
     const started = ctx.clock.now();
     const p = copy.primary!;
-    if (!p.standbyHost) await this.protection.protect(copy);
+    // A standby on a draining host would refuse: a new one elsewhere first.
+    if (p.standbyHost && ctx.membership.hosts.get(p.standbyHost)?.record.load.draining)
+      await this.protection.protect(copy, { exclude: [p.standbyHost] });
+    else if (!p.standbyHost) await this.protection.protect(copy);
     const to = p.standbyHost;
+    if (to && ctx.membership.hosts.get(to)?.record.load.draining) {
+      ctx.trace(
+        `${copy.sid}: its standby ${to} drains too and no other host has room; it stays here`,
+      );
+      return undefined;
+    }
     if (!to || copy.status.type !== 'primary') {
       ctx.onError(new FtmError(`${copy.sid}: no host to hand over to; it stays here`));
       return undefined;

@@ -65,6 +65,9 @@ export function controlHandler(parts: ControlParts): (req: ControlRequest) => Pr
         };
       case 'take-over':
         return ctx.queues.run(req.sid, async () => {
+          // A draining host takes no session on: the one handing off keeps it instead.
+          if (ctx.state.draining && req.cause === 'drain')
+            throw new ClosedError(`host ${ctx.hostId} is draining: it takes over nothing`);
           const copy = ctx.copies.get(req.sid);
           if (!copy?.replica || copy.status.type !== 'standby')
             throw new SessionNotFoundError(`host ${ctx.hostId} holds no standby of ${req.sid}`);

@@ -45,8 +45,8 @@ export type MembershipOptions = {
   advisories?: boolean;
   /**
    * A probe unanswered this long confirms a suspicion, at the least (default
-   * 5 ms). The timeout grows with the round trips of recent probes (3 times
-   * the longest of the last 16, at most 100 ms): on a machine so busy that a
+   * 5 ms). The timeout grows with the round trips of recent probes (4 times
+   * the median of the last 16, at most 100 ms): on a machine so busy that a
    * live host answers late, a late answer is not a death.
    */
   probeTimeoutMs?: number;
@@ -95,6 +95,8 @@ export class Membership {
   private loadTimer: unknown;
   /** Round trips of the latest answered probes, ms (at most {@link rttWindow}). */
   private readonly probeRtts: number[] = [];
+  /** Suspicions' probes in flight, by host: settles one early with the answer of a re-probe. */
+  private readonly probing = new Map<string, (answered: boolean) => void>();
 
   constructor(
     private readonly deps: MembershipDeps,
@@ -279,7 +281,7 @@ export class Membership {
     if (id === this.hostId || v?.record.state !== 'alive' || this.confirming.has(id)) return false;
     this.confirming.add(id);
     try {
-      if (await this.answers(id, v.record.incarnation, probeTimeoutMs)) {
+      if (await this.answers(id, v.record.incarnation, probeTimeoutMs, true)) {
         if (cause !== 'probe') {
           this.falseSuspicions++;
           this.deps.trace(`host ${id} suspected (${cause}) but answered its probe`);
@@ -343,35 +345,50 @@ export class Membership {
   }
 
   /**
-   * How long a suspicion's probe waits: the configured floor, or 3 times the
-   * longest recent round trip when probes come back slower (a busy machine).
+   * How long a suspicion's probe waits: the configured floor, or 4 times the
+   * median recent round trip when probes come back slower (a busy machine).
    */
   probeTimeoutMs(): number {
     const floor = this.options.probeTimeoutMs ?? 5;
-    const slowest = this.probeRtts.length ? Math.max(...this.probeRtts) : 0;
-    return Math.max(floor, Math.min(maxProbeTimeoutMs, 3 * slowest));
+    const sorted = [...this.probeRtts].sort((x, y) => x - y);
+    const median = sorted.length ? sorted[sorted.length >> 1]! : 0;
+    return Math.max(floor, Math.min(maxProbeTimeoutMs, 4 * median));
   }
 
-  /** Whether `id`'s liveness worker answers a probe as `incarnation` within the probe timeout. */
+  /**
+   * Whether `id`'s liveness worker answers a probe as `incarnation` within the
+   * probe timeout. A suspicion's probe (`settleable`) ends early when a
+   * re-probe answers first: see {@link onAdvisory}.
+   */
   private async answers(
     id: string,
     incarnation: string,
     timeoutMs = this.probeTimeoutMs(),
+    settleable = false,
   ): Promise<boolean> {
-    try {
-      const sent = this.deps.clock.now();
-      const answer = await this.deps.transport.request(
-        subjects.probe(id),
-        new Uint8Array(0),
-        timeoutMs,
+    const sent = this.deps.clock.now();
+    const probe = this.deps.transport
+      .request(subjects.probe(id), new Uint8Array(0), timeoutMs)
+      .then(
+        (answer) => {
+          this.probeRtts.push(this.deps.clock.now() - sent);
+          if (this.probeRtts.length > rttWindow) this.probeRtts.shift();
+          return new TextDecoder().decode(answer) === incarnation;
+        },
+        (err: unknown) => {
+          if (err instanceof NoResponderError || (err as FtmError).code === 'request_timeout')
+            return false;
+          throw err;
+        },
       );
-      this.probeRtts.push(this.deps.clock.now() - sent);
-      if (this.probeRtts.length > rttWindow) this.probeRtts.shift();
-      return new TextDecoder().decode(answer) === incarnation;
-    } catch (err) {
-      if (err instanceof NoResponderError || (err as FtmError).code === 'request_timeout')
-        return false;
-      throw err;
+    if (!settleable) return probe;
+    // Settled early, the probe's own end is nobody's business.
+    probe.catch(() => undefined);
+    const early = new Promise<boolean>((resolve) => this.probing.set(id, resolve));
+    try {
+      return await Promise.race([probe, early]);
+    } finally {
+      this.probing.delete(id);
     }
   }
 
@@ -393,6 +410,16 @@ export class Membership {
     const id = namePattern.exec(name.trim())?.[1];
     if (!id || id === this.hostId || !this.isAlive(id)) return;
     const at = this.deps.clock.now();
+    // A suspicion's probe is waiting (a crash seen first by its silence, the
+    // process not reaped yet): probe again now. The server has dropped the
+    // dead process's subscriptions, so no responders comes back at once; a
+    // live host answers (a forged advisory changes nothing).
+    const settle = this.probing.get(id);
+    if (settle) {
+      const v = this.hosts.get(id)!;
+      void this.answers(id, v.record.incarnation).then(settle, () => undefined);
+      return;
+    }
     // Those who watch the host, and one host chosen by rendezvous, confirm at
     // once; the others only if the verdict has not come after a while.
     const first =
@@ -425,9 +452,17 @@ export class Membership {
 
   /** Applies `change` to `id`'s record by compare-and-swap; resolves whether it landed. */
   private async write(id: string, change: HostChange): Promise<boolean> {
-    let known = this.hosts.get(id) ?? (await this.read(id));
+    const viewed = this.hosts.get(id);
+    let known = viewed ?? (await this.read(id));
+    // A refusal is decided on the stored record only: the view may lag.
+    let read = !viewed;
     for (let attempt = 0; attempt < 5; attempt++) {
       const next = applyHost(known?.record, change);
+      if (next.refused && !read) {
+        known = await this.read(id);
+        read = true;
+        continue;
+      }
       if (next.refused) return false;
       try {
         const bytes = this.deps.codec.encode(next.record);
@@ -439,6 +474,7 @@ export class Membership {
       } catch (err) {
         if (!(err instanceof KvConflictError)) throw err;
         known = await this.read(id);
+        read = true;
       }
     }
     return false;

@@ -18,11 +18,11 @@ const firstBatchWaitMs = 100;
 export class Protection {
   constructor(private readonly ctx: HostContext) {}
 
-  /** Live hosts with their loads, for placement. */
+  /** Live hosts that take sessions (room, not draining), with their loads, for placement. */
   candidates() {
     const out = [];
     for (const [id, v] of this.ctx.membership.hosts)
-      if (v.record.state === 'alive' && v.record.load.capacity > 0)
+      if (v.record.state === 'alive' && v.record.load.capacity > 0 && !v.record.load.draining)
         out.push({ id, load: v.record.load });
     return out;
   }
