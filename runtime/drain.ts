@@ -2,7 +2,7 @@ import { FtmError, RequestTimeoutError } from './errors.ts';
 import type { FailoverRecord } from './failover.ts';
 import type { HostContext } from './host-context.ts';
 import type { Protection } from './protection.ts';
-import { sleep } from './retry.ts';
+import { within } from './retry.ts';
 import type { SessionCopy } from './session-copies.ts';
 
 /** What {@link Drain.drain} moved. */
@@ -98,10 +98,11 @@ export class Drain {
     copy.moveTo({ type: 'handing-off', to });
     p.pause();
     try {
-      const caughtUp = await Promise.race([
+      const caughtUp = await within(
+        ctx.clock,
         p.standbyCaughtUp().then(() => true),
-        sleep(ctx.clock, this.timeout(end)).then(() => false),
-      ]);
+        this.timeout(end),
+      );
       if (!caughtUp) throw new RequestTimeoutError(`standby ${to} did not catch up in time`);
       const expectLast = await p.log.flush().then(() => p.log.lastStreamSeq ?? 0);
       const { record } = await ctx.control.request<{ record: FailoverRecord }>(

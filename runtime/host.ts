@@ -21,7 +21,7 @@ import { Protection } from './protection.ts';
 import { Rejoin } from './rejoin.ts';
 import { ReplicaManager } from './replica-manager.ts';
 import { Restore } from './restore.ts';
-import { sleep } from './retry.ts';
+import { within } from './retry.ts';
 import { SerialQueues } from './serial-queue.ts';
 import { SessionCopies } from './session-copies.ts';
 import { SessionLifecycle } from './session-lifecycle.ts';
@@ -177,9 +177,10 @@ export async function startHost(
   };
   membership.latestLoad = () => copies.load(capacity, state.draining);
   copies.onChange = refreshWatch;
-  ports.liveness.onSuspect = (host, at) => {
+  membership.onProbeTimeout = (ms) => ports.liveness.setProbeTimeout(ms);
+  ports.liveness.onSuspect = (host, at, confirmed) => {
     membership
-      .confirm(host, 'heartbeat', at)
+      .confirm(host, 'heartbeat', at, undefined, confirmed)
       .catch((err: unknown) =>
         onError(new FtmError(`confirming that ${host} is gone`, { cause: err })),
       );
@@ -222,6 +223,7 @@ export async function startHost(
   };
   await ports.liveness.start();
   ports.liveness.setIncarnation(membership.incarnation);
+  ports.liveness.setProbeTimeout(membership.probeTimeoutMs());
   ctx.control.serve(hostId, serveControl, (err) => dropped.drop(`ftm.h.${hostId}.ctl`, err));
   await ports.transport.flush();
   await membership.start(
@@ -302,10 +304,14 @@ export async function startHost(
         ),
       );
       // Bounded: a standby or a JetStream that does not answer must not hold the shutdown.
-      await Promise.race([settled, sleep(clock, 2_000)]);
+      await within(clock, settled, 2_000);
       flusher.stop();
       for (const p of primaries) p.log.discard();
-      await Promise.race([membership.leave().catch(() => false), sleep(clock, 1_000)]);
+      await within(
+        clock,
+        membership.leave().catch(() => false),
+        1_000,
+      );
       await ports.liveness.stop();
       ownership.close();
       membership.stop();

@@ -10,6 +10,10 @@
 // not at all otherwise: nobody watches it). Watchers run a phi-accrual
 // detector per watched host (phi-accrual.mjs) and post a suspicion to the
 // main thread, which confirms it with a probe before anyone is declared dead.
+// The probe goes out early, from here: once a host has been silent for
+// `minSilenceMs - probeTimeoutMs`, so that when phi suspects it the probe's
+// answer (any answer counts as a beat) or its timeout is already known, and
+// the suspicion arrives confirmed.
 import { Buffer } from 'node:buffer';
 import { parentPort, workerData } from 'node:worker_threads';
 import { connect } from '@nats-io/transport-node';
@@ -43,8 +47,13 @@ let incarnation = new Uint8Array(0);
  * sessions' subjects is gone for everyone else, even if this thread runs.
  */
 let connected = true;
-/** Watched host id -> { sub, suspected, since } */
+/**
+ * Watched host id -> { sub, suspected, since, probe }: `probe` is the early
+ * probe of the current silence: 'pending', 'unanswered', or undefined.
+ */
 const watched = new Map();
+/** How long an early probe waits (the main thread's adaptive probe timeout). */
+let probeTimeoutMs = 5;
 /** A watched host that never beat is suspected after this long. */
 const firstBeatMs = 1_000;
 
@@ -53,6 +62,33 @@ const onBeat = (id) => {
   if (!w) return;
   detector.heartbeat(id, performance.now());
   w.suspected = false;
+  w.probe = undefined;
+};
+
+/** Probes a silent host now; an answer is a beat, no answer confirms a suspicion. */
+const probeEarly = (id, w) => {
+  w.probe = 'pending';
+  nc.request(`ftm.h.${id}.probe`, new Uint8Array(0), { timeout: probeTimeoutMs }).then(
+    () => {
+      if (watched.get(id) === w && w.probe === 'pending') onBeat(id);
+    },
+    () => {
+      if (watched.get(id) !== w || w.probe !== 'pending') return;
+      w.probe = 'unanswered';
+      if (w.suspectWaits) suspect(id, w, performance.now());
+    },
+  );
+};
+
+const suspect = (id, w, now) => {
+  w.suspected = true;
+  w.suspectWaits = false;
+  parentPort.postMessage({
+    type: 'suspect',
+    id,
+    at: performance.timeOrigin + now,
+    confirmed: w.probe === 'unanswered',
+  });
 };
 
 const watch = (ids) => {
@@ -66,7 +102,13 @@ const watch = (ids) => {
   for (const id of want) {
     if (watched.has(id) || id === hostId) continue;
     const sub = nc.subscribe(`${prefix}${id}`, { callback: () => onBeat(id) });
-    watched.set(id, { sub, suspected: false, since: performance.now() });
+    watched.set(id, {
+      sub,
+      suspected: false,
+      since: performance.now(),
+      probe: undefined,
+      suspectWaits: false,
+    });
   }
 };
 
@@ -115,17 +157,23 @@ const tick = () => {
     return;
   }
   for (const [id, w] of watched) {
-    if (w.suspected) continue;
+    if (w.suspected || w.suspectWaits) continue;
+    const silence = detector.has(id) ? now - detector.lastHeartbeatMs(id) : 0;
+    if (
+      detector.has(id) &&
+      w.probe === undefined &&
+      silence >= Math.max(2 * intervalMs, minSilenceMs - probeTimeoutMs)
+    )
+      probeEarly(id, w);
     // phi says how improbable the silence is given the host's own beats; the
     // floor keeps a very steady history from turning a short delay into one.
-    const suspect = detector.has(id)
-      ? now - detector.lastHeartbeatMs(id) >= minSilenceMs &&
-        detector.phi(id, now) >= detector.threshold
+    const suspected = detector.has(id)
+      ? silence >= minSilenceMs && detector.phi(id, now) >= detector.threshold
       : now - w.since > firstBeatMs;
-    if (suspect) {
-      w.suspected = true;
-      parentPort.postMessage({ type: 'suspect', id, at: performance.timeOrigin + now });
-    }
+    if (!suspected) continue;
+    // The early probe still waits: its answer (a beat) or its timeout decides.
+    if (w.probe === 'pending') w.suspectWaits = true;
+    else suspect(id, w, now);
   }
 };
 // One timer for both: every wake-up costs CPU on a small machine.
@@ -140,6 +188,7 @@ parentPort.on('message', (m) => {
     if (fast) nc.publish(`${prefix}${hostId}`, beatFrame);
   } else if (m.type === 'incarnation') incarnation = Buffer.from(m.value, 'utf8');
   else if (m.type === 'connected') connected = m.on;
+  else if (m.type === 'probe-timeout') probeTimeoutMs = m.ms;
   else if (m.type === 'stop') {
     clearInterval(timer);
     timer = undefined;

@@ -22,8 +22,13 @@ export interface Liveness {
    * gone for the others.
    */
   setConnected(on: boolean): void;
-  /** Called once per silence of a watched host (again only after it beat since). */
-  onSuspect: ((host: string, at: number) => void) | undefined;
+  /** How long a probe of a silent host waits (the membership's adaptive timeout). */
+  setProbeTimeout(ms: number): void;
+  /**
+   * Called once per silence of a watched host (again only after it beat
+   * since). `confirmed`: a probe sent during this silence went unanswered.
+   */
+  onSuspect: ((host: string, at: number, confirmed: boolean) => void) | undefined;
   stop(): Promise<void>;
 }
 
@@ -39,7 +44,8 @@ export type LivenessOptions = {
   mainHangMs?: number;
 };
 
-type FromWorker = { type: 'ready' | 'stopped' } | { type: 'suspect'; id: string; at: number };
+type FromWorker =
+  { type: 'ready' | 'stopped' } | { type: 'suspect'; id: string; at: number; confirmed: boolean };
 
 /**
  * The liveness of a host on a worker thread with its own NATS connection
@@ -82,7 +88,7 @@ export function workerLiveness(
         w.once('error', reject);
         w.on('message', (m: FromWorker) => {
           if (m.type === 'ready') resolve();
-          else if (m.type === 'suspect') liveness.onSuspect?.(m.id, m.at);
+          else if (m.type === 'suspect') liveness.onSuspect?.(m.id, m.at, m.confirmed);
         });
       });
     },
@@ -97,6 +103,9 @@ export function workerLiveness(
     },
     setConnected(on) {
       worker?.postMessage({ type: 'connected', on });
+    },
+    setProbeTimeout(ms) {
+      worker?.postMessage({ type: 'probe-timeout', ms });
     },
     async stop() {
       clearInterval(ticker);

@@ -45,9 +45,11 @@ export type MembershipOptions = {
   advisories?: boolean;
   /**
    * A probe unanswered this long confirms a suspicion, at the least (default
-   * 5 ms). The timeout grows with the round trips of recent probes (4 times
-   * the median of the last 16, at most 100 ms): on a machine so busy that a
-   * live host answers late, a late answer is not a death.
+   * 5 ms). The timeout grows with the round trips of recent probes (3 times
+   * the longest of the last 16, at most 100 ms): on a machine so busy that a
+   * live host answers late, a late answer is not a death. The liveness
+   * worker sends its probe early in a silence, so the wait mostly overlaps
+   * the detector's own.
    */
   probeTimeoutMs?: number;
   /** A host that does not watch the advisory's host waits this long before it confirms (default 200 ms). */
@@ -83,6 +85,8 @@ export class Membership {
   onSelfDead: (() => void) | undefined;
   /** Suspicions a probe answered: a live host taken for silent. */
   falseSuspicions = 0;
+  /** The probe timeout changed (a new round trip sample): the liveness worker's early probes use it. */
+  onProbeTimeout: ((ms: number) => void) | undefined;
   private readonly confirming = new Set<string>();
   /** When each host was first suspected (since it was last seen alive): a failover's detection time. */
   private readonly suspected = new Map<string, number>();
@@ -276,12 +280,14 @@ export class Membership {
     cause: DownCause,
     at = this.deps.clock.now(),
     probeTimeoutMs = this.probeTimeoutMs(),
+    /** A probe sent during this silence already went unanswered (the liveness worker's). */
+    probed = false,
   ): Promise<boolean> {
     const v = this.hosts.get(id);
     if (id === this.hostId || v?.record.state !== 'alive' || this.confirming.has(id)) return false;
     this.confirming.add(id);
     try {
-      if (await this.answers(id, v.record.incarnation, probeTimeoutMs, true)) {
+      if (!probed && (await this.answers(id, v.record.incarnation, probeTimeoutMs, true))) {
         if (cause !== 'probe') {
           this.falseSuspicions++;
           this.deps.trace(`host ${id} suspected (${cause}) but answered its probe`);
@@ -345,14 +351,13 @@ export class Membership {
   }
 
   /**
-   * How long a suspicion's probe waits: the configured floor, or 4 times the
-   * median recent round trip when probes come back slower (a busy machine).
+   * How long a suspicion's probe waits: the configured floor, or 3 times the
+   * longest recent round trip when probes come back slower (a busy machine).
    */
   probeTimeoutMs(): number {
     const floor = this.options.probeTimeoutMs ?? 5;
-    const sorted = [...this.probeRtts].sort((x, y) => x - y);
-    const median = sorted.length ? sorted[sorted.length >> 1]! : 0;
-    return Math.max(floor, Math.min(maxProbeTimeoutMs, 4 * median));
+    const slowest = this.probeRtts.length ? Math.max(...this.probeRtts) : 0;
+    return Math.max(floor, Math.min(maxProbeTimeoutMs, 3 * slowest));
   }
 
   /**
@@ -371,8 +376,11 @@ export class Membership {
       .request(subjects.probe(id), new Uint8Array(0), timeoutMs)
       .then(
         (answer) => {
+          const before = this.probeTimeoutMs();
           this.probeRtts.push(this.deps.clock.now() - sent);
           if (this.probeRtts.length > rttWindow) this.probeRtts.shift();
+          const after = this.probeTimeoutMs();
+          if (after !== before) this.onProbeTimeout?.(after);
           return new TextDecoder().decode(answer) === incarnation;
         },
         (err: unknown) => {

@@ -4,7 +4,7 @@ import { FtmError } from './errors.ts';
 import type { HostContext } from './host-context.ts';
 import type { SessionSnapshot } from './session-types.ts';
 import type { SessionCopy } from './session-copies.ts';
-import { sleep } from './retry.ts';
+import { within } from './retry.ts';
 
 /** How long re-protection waits for a new epoch's first log batch at most. */
 const firstBatchWaitMs = 100;
@@ -151,8 +151,7 @@ export class Protection {
     // the new standby's sync: that sync encodes the whole state and would
     // hold the first reply back. Bounded: with the log down, the standby is
     // what the session needs most.
-    if (!old && !p.log.marked)
-      await Promise.race([p.log.flush(), sleep(ctx.clock, firstBatchWaitMs)]);
+    if (!old && !p.log.marked) await within(ctx.clock, p.log.flush(), firstBatchWaitMs);
     const standby = await this.attachSomewhere(
       copy.actor,
       copy.sid,

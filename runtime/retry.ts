@@ -22,3 +22,24 @@ export function backoffMs(policy: RetryPolicy, attempt: number): number {
 export function sleep(clock: Clock, ms: number): Promise<void> {
   return new Promise((resolve) => clock.setTimeout(resolve, ms));
 }
+
+/**
+ * Resolves with what `promise` resolves to, or `undefined` once `ms` passed
+ * first. The timer is cleared either way: a bound left pending would keep a
+ * closing process alive until it fires.
+ */
+export async function within<T>(
+  clock: Clock,
+  promise: Promise<T>,
+  ms: number,
+): Promise<T | undefined> {
+  let timer: unknown;
+  try {
+    return await Promise.race([
+      promise,
+      new Promise<undefined>((resolve) => (timer = clock.setTimeout(() => resolve(undefined), ms))),
+    ]);
+  } finally {
+    clock.clearTimeout(timer);
+  }
+}

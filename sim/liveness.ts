@@ -14,7 +14,7 @@ type Pair = { event: SimEvent | undefined; fired: boolean; heardOnce: boolean };
 
 /** The Liveness port of one host process (see {@link LivenessHub}). */
 class SimLiveness implements Liveness {
-  onSuspect: ((host: string, at: number) => void) | undefined;
+  onSuspect: ((host: string, at: number, confirmed: boolean) => void) | undefined;
   started = false;
   stopped = false;
   beating = false;
@@ -60,6 +60,9 @@ class SimLiveness implements Liveness {
     this.connected = on;
     this.hub.update();
   }
+
+  /** Beats are not simulated, nor the early probe: the membership probes every suspicion. */
+  setProbeTimeout(): void {}
 
   async stop(): Promise<void> {
     this.stopped = true;
@@ -146,7 +149,7 @@ export class LivenessHub {
             if (w.stopped || !w.watched.includes(id) || this.audible(id)) return;
             pair.fired = true;
             this.suspicions++;
-            w.onSuspect?.(id, this.world.now);
+            w.onSuspect?.(id, this.world.now, false);
           },
           w.proc,
         );
@@ -165,7 +168,7 @@ export class LivenessHub {
         for (const id of w.watched) if (this.audible(id)) pairs.push([w, id]);
     if (!pairs.length) return undefined;
     const [w, id] = this.rng.pick(pairs);
-    this.world.schedule(0, () => w.onSuspect?.(id, this.world.now), w.proc);
+    this.world.schedule(0, () => w.onSuspect?.(id, this.world.now, false), w.proc);
     return `${w.hostId}->${id}`;
   }
 }
