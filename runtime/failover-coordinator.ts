@@ -1,6 +1,6 @@
 import type { ControlRequest } from './control-channel.ts';
 import { isPrimary } from './copy-status.ts';
-import { FtmError } from './errors.ts';
+import { FtmError, NoResponderError, SessionNotFoundError } from './errors.ts';
 import type { FailoverCause } from './failover.ts';
 import { rendezvousScore } from './failover.ts';
 import type { HostContext } from './host-context.ts';
@@ -24,6 +24,11 @@ export class FailoverCoordinator {
   /** Failed attempts per session, for the retry policy. */
   private readonly attempts = new Map<string, number>();
   private readonly retryTimers = new Map<string, unknown>();
+  /**
+   * Sessions whose named standby answered a take-over with "no copy here",
+   * at the record's revision then: with that record, this host restores.
+   */
+  private readonly standbyEmpty = new Map<string, number>();
 
   constructor(
     private readonly ctx: HostContext,
@@ -144,15 +149,21 @@ export class FailoverCoordinator {
     const alive = (h: string) => !!h && ctx.membership.deadFor(h) === undefined;
     if (r.primary === ctx.hostId) {
       // Named primary, holding nothing (this host joined again): a live
-      // standby takes over; without one, this host restores.
-      if (alive(r.standby))
-        return this.ask(r.standby, sid, {
-          op: 'take-over',
+      // standby takes over; without one, or when it holds no copy either
+      // (it joined again too), this host restores.
+      const revision = ctx.ownership.view.get(sid)!.revision;
+      if (alive(r.standby) && this.standbyEmpty.get(sid) !== revision)
+        return this.ask(
+          r.standby,
           sid,
-          from: ctx.hostId,
-          epoch: r.epoch,
-          cause: 'leave',
-        });
+          { op: 'take-over', sid, from: ctx.hostId, epoch: r.epoch, cause: 'leave' },
+          (err) => {
+            if (!(err instanceof SessionNotFoundError)) return;
+            this.standbyEmpty.set(sid, revision);
+            this.schedule(sid);
+          },
+        );
+      this.standbyEmpty.delete(sid);
       await this.restorer.restore(sid, r, 'restore', ctx.clock.now());
       this.attempts.delete(sid);
       return;
@@ -182,13 +193,28 @@ export class FailoverCoordinator {
     this.attempts.delete(sid);
   }
 
-  /** Asks `host` to act on `sid`; a failure is left to the next sweep's reconcile. */
-  private ask(host: string, sid: string, req: ControlRequest): void {
-    this.ctx.control
-      .request(host, req, this.ctx.tuning.requestTimeoutMs)
-      .catch((err: unknown) =>
-        this.ctx.trace(`${sid}: asking ${host} to ${req.op} failed: ${String(err)}`),
-      );
+  /**
+   * Asks `host` to act on `sid`; a failure is left to the next sweep's
+   * reconcile (and to `onRefused`). Nobody answering for a host recorded
+   * alive is a suspicion: the membership probes it.
+   */
+  private ask(
+    host: string,
+    sid: string,
+    req: ControlRequest,
+    onRefused: (err: unknown) => void = () => undefined,
+  ): void {
+    const { ctx } = this;
+    ctx.control.request(host, req, ctx.tuning.requestTimeoutMs).catch((err: unknown) => {
+      ctx.trace(`${sid}: asking ${host} to ${req.op} failed: ${String(err)}`);
+      if (err instanceof NoResponderError && ctx.membership.isAlive(host))
+        ctx.membership
+          .confirm(host, 'probe')
+          .catch((e: unknown) =>
+            ctx.onError(new FtmError(`confirming that ${host} is gone`, { cause: e })),
+          );
+      onRefused(err);
+    });
   }
 
   /** How and when the dead host was found out, for the failover record. */
@@ -219,6 +245,9 @@ export class FailoverCoordinator {
 
   private later(sid: string, ms: number): void {
     if (this.retryTimers.has(sid)) return;
+    // A millisecond at least: a wait computed as a hair above zero would
+    // come due at the same instant, again and again.
+    ms = Math.max(1, ms);
     this.retryTimers.set(
       sid,
       this.ctx.clock.setTimeout(() => {

@@ -154,7 +154,11 @@ export class SessionClient {
       return p.reject(errorFromWire(this.codec.decode(f.error) as WireError));
     }
     p.held = {
-      ...stampOf(f),
+      seq: f.seq,
+      epoch: f.epoch,
+      term: f.term,
+      mode: consistencyOf(f.flags),
+      unprotected: (f.flags & CommitFlag.unprotected) !== 0,
       released: (f.flags & CommitFlag.released) !== 0,
       reply: f.reply.slice(),
     };

@@ -50,6 +50,7 @@ export async function runSeed(seed: number, options: SeedOptions = {}): Promise<
   const checker = new Checker(world, mesh);
   checker.stopOnViolation = !options.continueAfterViolation;
   world.afterStep = () => checker.check();
+  world.onStall = (detail) => checker.fail('no-zero-time-loop', detail);
   world.onThrow = (err) =>
     checker.fail(
       'no-escaping-exceptions',

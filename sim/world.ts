@@ -9,6 +9,9 @@ const drainMicrotasks = () => new Promise<void>((resolve) => setImmediate(resolv
 /** Virtual time starts here (ms): far from 0, so no "unset" zero is ever a real time. */
 export const startTime = 10_000;
 
+/** More events than this at one instant of virtual time is a loop that never lets time pass. */
+const maxStepsPerInstant = 100_000;
+
 /**
  * The simulated world of one seed: virtual time, the agenda of events
  * ordered by (time, insertion order), the seeded PRNG and the trace. The
@@ -28,6 +31,13 @@ export class World {
   afterStep: (() => void) | undefined;
   /** Called with what an event threw: in a real process, an uncaught exception. */
   onThrow: ((err: unknown) => void) | undefined;
+  /**
+   * Called when events keep coming due at one instant (more than
+   * {@link maxStepsPerInstant}): a loop that never lets time pass. The run stops.
+   */
+  onStall: ((detail: string) => void) | undefined;
+  private lastAt = Number.NaN;
+  private stepsAtInstant = 0;
   /** Set to end the run at once (a violation was found). */
   stopped = false;
   private seq = 0;
@@ -101,6 +111,16 @@ export class World {
       }
       this.queue.pop();
       if (e.cancelled) continue;
+      if (e.at === this.lastAt) {
+        if (++this.stepsAtInstant > maxStepsPerInstant) {
+          this.onStall?.(`more than ${maxStepsPerInstant} events at ${e.at.toFixed(3)} ms`);
+          this.stopped = true;
+          return;
+        }
+      } else {
+        this.lastAt = e.at;
+        this.stepsAtInstant = 0;
+      }
       this.now = e.at;
       const proc = e.proc;
       if (proc?.crashed) continue;
