@@ -27,6 +27,21 @@ describe('simulated mesh (sim/)', function () {
     assert.ok(released > 1_000, `only ${released} replies released in 30 seeds`);
   });
 
+  it('keeps the seeds that once broke it: a retry looping at one instant, two named hosts holding nothing, a dead host nobody watched', async () => {
+    // 894: a restore's wait computed a hair above zero came due at the same
+    //      instant forever (no-zero-time-loop; before the simulator caught it, the run hung).
+    // 5541: primary and standby both joined again holding nothing; each asked
+    //      the other to act (take over, re-protect) and the session stayed unserved.
+    // 4889: primary and standby crashed together while nobody else watched the
+    //      primary; "no responders" to a control request now probes it.
+    const failed: SeedResult[] = [];
+    for (const seed of [894, 5541, 4889]) {
+      const r = await runSeed(seed);
+      if (r.violations.length) failed.push(r);
+    }
+    assert.equal(failed.length, 0, failed.map(explain).join('\n\n'));
+  });
+
   it('runs a seed the same way twice', async () => {
     const a = await runSeed(7);
     const b = await runSeed(7);
