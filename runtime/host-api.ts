@@ -45,12 +45,16 @@ export interface HostOptions {
   /**
    * The shortest silence of a host that raises a suspicion (default 15 ms);
    * the phi-accrual detector waits longer when the host's beats are irregular,
-   * and a probe (5 ms) confirms it before the host is declared dead.
+   * and a probe confirms it before the host is declared dead.
    */
   heartbeatTimeoutMs?: number;
   /** The detector's other settings (see phi-accrual.mjs). */
   detector?: PhiAccrualOptions;
-  /** A probe unanswered this long confirms a suspicion (default 5 ms). */
+  /**
+   * A probe unanswered this long confirms a suspicion, at the least (default
+   * 10 ms); it grows to 3 times the slowest recent probe round trip (100 ms
+   * at most) when the machine answers slowly.
+   */
   probeTimeoutMs?: number;
   /** Watch the server's disconnect advisories (default true; needs the $SYS import, see infra/). */
   advisories?: boolean;

@@ -178,7 +178,8 @@ export async function startHost(
   membership.latestLoad = () => copies.load(capacity, state.draining);
   copies.onChange = refreshWatch;
   membership.onProbeTimeout = (ms) => ports.liveness.setProbeTimeout(ms);
-  ports.liveness.onSuspect = (host, at, confirmed) => {
+  ports.liveness.onSuspect = (host, at, confirmed, why) => {
+    trace(`host ${host} suspected: ${why}`);
     membership
       .confirm(host, 'heartbeat', at, undefined, confirmed)
       .catch((err: unknown) =>

@@ -11,9 +11,10 @@
 // detector per watched host (phi-accrual.mjs) and post a suspicion to the
 // main thread, which confirms it with a probe before anyone is declared dead.
 // The probe goes out early, from here: once a host has been silent for
-// `minSilenceMs - probeTimeoutMs`, so that when phi suspects it the probe's
-// answer (any answer counts as a beat) or its timeout is already known, and
-// the suspicion arrives confirmed.
+// `minSilenceMs - probeTimeoutMs` (2 beats at least), and waits until
+// `minSilenceMs + probeTimeoutMs` of silence, so that when phi suspects the
+// host the probe's answer (any answer counts as a beat) or its timeout is
+// known soon, and the suspicion arrives confirmed.
 import { Buffer } from 'node:buffer';
 import { parentPort, workerData } from 'node:worker_threads';
 import { connect } from '@nats-io/transport-node';
@@ -53,7 +54,7 @@ let connected = true;
  */
 const watched = new Map();
 /** How long an early probe waits (the main thread's adaptive probe timeout). */
-let probeTimeoutMs = 5;
+let probeTimeoutMs = 10;
 /** A watched host that never beat is suspected after this long. */
 const firstBeatMs = 1_000;
 
@@ -65,16 +66,28 @@ const onBeat = (id) => {
   w.probe = undefined;
 };
 
-/** Probes a silent host now; an answer is a beat, no answer confirms a suspicion. */
-const probeEarly = (id, w) => {
+/**
+ * Probes a silent host now; an answer is a beat, no answer confirms a
+ * suspicion. It waits until the probe timeout past the shortest suspicion
+ * (`minSilenceMs`), not less: a probe sent early in a hiccup must not be
+ * judged within the same hiccup.
+ */
+const probeEarly = (id, w, silence) => {
   w.probe = 'pending';
-  nc.request(`ftm.h.${id}.probe`, new Uint8Array(0), { timeout: probeTimeoutMs }).then(
+  // Each probe settles only the silence it was sent in: a late answer or
+  // timeout of an earlier one must not decide a later silence.
+  const generation = ++w.probes;
+  const timeout = probeTimeoutMs + Math.max(0, minSilenceMs - silence);
+  const current = () => watched.get(id) === w && w.probes === generation && w.probe === 'pending';
+  nc.request(`ftm.h.${id}.probe`, new Uint8Array(0), { timeout }).then(
     () => {
-      if (watched.get(id) === w && w.probe === 'pending') onBeat(id);
+      // An answer is a sign of life whenever it comes.
+      if (watched.get(id) === w && w.probe !== undefined) onBeat(id);
     },
-    () => {
-      if (watched.get(id) !== w || w.probe !== 'pending') return;
+    (err) => {
+      if (!current()) return;
       w.probe = 'unanswered';
+      w.probeWhy = `${err?.code === '503' || /no responders/i.test(String(err?.message)) ? 'no responders' : 'no answer'} in ${timeout.toFixed(0)} ms, sent after ${silence.toFixed(1)} ms of silence`;
       if (w.suspectWaits) suspect(id, w, performance.now());
     },
   );
@@ -88,6 +101,7 @@ const suspect = (id, w, now) => {
     id,
     at: performance.timeOrigin + now,
     confirmed: w.probe === 'unanswered',
+    why: `silent ${(now - (detector.has(id) ? detector.lastHeartbeatMs(id) : w.since)).toFixed(1)} ms${w.probe === 'unanswered' ? `, probe: ${w.probeWhy}` : ''}`,
   });
 };
 
@@ -107,6 +121,8 @@ const watch = (ids) => {
       suspected: false,
       since: performance.now(),
       probe: undefined,
+      probes: 0,
+      probeWhy: '',
       suspectWaits: false,
     });
   }
@@ -164,7 +180,7 @@ const tick = () => {
       w.probe === undefined &&
       silence >= Math.max(2 * intervalMs, minSilenceMs - probeTimeoutMs)
     )
-      probeEarly(id, w);
+      probeEarly(id, w, silence);
     // phi says how improbable the silence is given the host's own beats; the
     // floor keeps a very steady history from turning a short delay into one.
     const suspected = detector.has(id)

@@ -28,7 +28,7 @@ export interface Liveness {
    * Called once per silence of a watched host (again only after it beat
    * since). `confirmed`: a probe sent during this silence went unanswered.
    */
-  onSuspect: ((host: string, at: number, confirmed: boolean) => void) | undefined;
+  onSuspect: ((host: string, at: number, confirmed: boolean, why: string) => void) | undefined;
   stop(): Promise<void>;
 }
 
@@ -45,7 +45,8 @@ export type LivenessOptions = {
 };
 
 type FromWorker =
-  { type: 'ready' | 'stopped' } | { type: 'suspect'; id: string; at: number; confirmed: boolean };
+  | { type: 'ready' | 'stopped' }
+  | { type: 'suspect'; id: string; at: number; confirmed: boolean; why: string };
 
 /**
  * The liveness of a host on a worker thread with its own NATS connection
@@ -88,7 +89,7 @@ export function workerLiveness(
         w.once('error', reject);
         w.on('message', (m: FromWorker) => {
           if (m.type === 'ready') resolve();
-          else if (m.type === 'suspect') liveness.onSuspect?.(m.id, m.at, m.confirmed);
+          else if (m.type === 'suspect') liveness.onSuspect?.(m.id, m.at, m.confirmed, m.why);
         });
       });
     },

@@ -14,7 +14,7 @@ type Pair = { event: SimEvent | undefined; fired: boolean; heardOnce: boolean };
 
 /** The Liveness port of one host process (see {@link LivenessHub}). */
 class SimLiveness implements Liveness {
-  onSuspect: ((host: string, at: number, confirmed: boolean) => void) | undefined;
+  onSuspect: ((host: string, at: number, confirmed: boolean, why: string) => void) | undefined;
   started = false;
   stopped = false;
   beating = false;
@@ -149,7 +149,7 @@ export class LivenessHub {
             if (w.stopped || !w.watched.includes(id) || this.audible(id)) return;
             pair.fired = true;
             this.suspicions++;
-            w.onSuspect?.(id, this.world.now, false);
+            w.onSuspect?.(id, this.world.now, false, 'silent');
           },
           w.proc,
         );
@@ -168,7 +168,7 @@ export class LivenessHub {
         for (const id of w.watched) if (this.audible(id)) pairs.push([w, id]);
     if (!pairs.length) return undefined;
     const [w, id] = this.rng.pick(pairs);
-    this.world.schedule(0, () => w.onSuspect?.(id, this.world.now, false), w.proc);
+    this.world.schedule(0, () => w.onSuspect?.(id, this.world.now, false, 'silent'), w.proc);
     return `${w.hostId}->${id}`;
   }
 }
