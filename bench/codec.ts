@@ -10,6 +10,7 @@
  * The four timed operations of a workload are interleaved op by op, so drift
  * (GC, JIT, frequency) hits both codecs alike.
  */
+import { mulberry32 } from '../runtime/transition.ts';
 import { inspect, isDeepStrictEqual } from 'node:util';
 import { Immer, enableMapSet, enablePatches, type Patch } from 'immer';
 import { createValueCodec, type ValueCodec } from '../runtime/codec.ts';
@@ -85,17 +86,8 @@ type Room = {
 
 type Rand = () => number;
 
-/** mulberry32: the same state every run, so sizes are comparable across runs. */
-function seeded(seed: number): Rand {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** mulberry32 (the runtime's): the same state every run, so sizes are comparable across runs. */
+const seeded = (seed: number): Rand => mulberry32(seed);
 
 const WORDS = 'the a slide demo next agenda can you hear me share screen question thanks great \
 latency replica standby primary patch snapshot session room mute unmute ok yes no later'.split(' ');

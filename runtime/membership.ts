@@ -1,5 +1,6 @@
 import type { ValueCodec } from './codec.ts';
-import { FtmError, InvalidArgumentError, KvConflictError, NoResponderError } from './errors.ts';
+import { compareAndSwap } from './compare-and-swap.ts';
+import { FtmError, InvalidArgumentError, NoResponderError } from './errors.ts';
 import type { Clock, KvPort, Random, Transport } from './ports.ts';
 import {
   applyHost,
@@ -461,32 +462,16 @@ export class Membership {
 
   /** Applies `change` to `id`'s record by compare-and-swap; resolves whether it landed. */
   private async write(id: string, change: HostChange): Promise<boolean> {
-    const viewed = this.hosts.get(id);
-    let known = viewed ?? (await this.read(id));
-    // A refusal is decided on the stored record only: the view may lag.
-    let read = !viewed;
-    for (let attempt = 0; attempt < 5; attempt++) {
-      const next = applyHost(known?.record, change);
-      if (next.refused && !read) {
-        known = await this.read(id);
-        read = true;
-        continue;
-      }
-      if (next.refused) return false;
-      try {
-        const bytes = this.deps.codec.encode(next.record);
-        const revision = known
-          ? await this.deps.kv.update(id, bytes, known.revision)
-          : await this.deps.kv.create(id, bytes);
-        this.onEntry(id, bytes, revision);
-        return true;
-      } catch (err) {
-        if (!(err instanceof KvConflictError)) throw err;
-        known = await this.read(id);
-        read = true;
-      }
-    }
-    return false;
+    const r = await compareAndSwap(
+      this.deps.kv,
+      id,
+      this.hosts.get(id),
+      () => this.read(id),
+      (record) => applyHost(record, change),
+      (record) => this.deps.codec.encode(record),
+    );
+    if (r.ok) this.onEntry(id, r.bytes, r.stored.revision);
+    return r.ok;
   }
 
   /** Stops the timers (sweep, load reports): the host is closing. */

@@ -1,5 +1,5 @@
 import type { ValueCodec } from './codec.ts';
-import { KvConflictError } from './errors.ts';
+import { compareAndSwap } from './compare-and-swap.ts';
 import type { KvPort } from './ports.ts';
 import { apply, parseOwnerRecord, type OwnerChange, type OwnerRecord } from './ownership-record.ts';
 
@@ -83,32 +83,17 @@ export class Ownership {
     change: OwnerChange,
     opts: { fresh?: boolean } = {},
   ): Promise<ChangeResult> {
-    const viewed = opts.fresh ? undefined : this.view.get(sid);
-    let owned = viewed ?? (await this.get(sid));
-    let read = !viewed;
-    for (let attempt = 0; attempt < 5; attempt++) {
-      const next = apply(owned?.record, change);
-      if (next.refused && !read) {
-        owned = await this.get(sid);
-        read = true;
-        continue;
-      }
-      if (next.refused) return { ok: false, reason: next.reason, owned };
-      try {
-        const bytes = this.codec.encode(next.record);
-        const revision = owned
-          ? await this.kv.update(sid, bytes, owned.revision)
-          : await this.kv.create(sid, bytes);
-        const written = { record: next.record, revision };
-        this.remember(sid, written);
-        return { ok: true, owned: written };
-      } catch (err) {
-        if (!(err instanceof KvConflictError)) throw err;
-        owned = await this.get(sid);
-        read = true;
-      }
-    }
-    return { ok: false, reason: 'the record kept changing under us', owned };
+    const r = await compareAndSwap(
+      this.kv,
+      sid,
+      opts.fresh ? undefined : this.view.get(sid),
+      () => this.get(sid),
+      (record) => apply(record, change),
+      (record) => this.codec.encode(record),
+    );
+    if (!r.ok) return { ok: false, reason: r.reason, owned: r.stored };
+    this.remember(sid, r.stored);
+    return { ok: true, owned: r.stored };
   }
 
   /** Removes a session's record and its history (tests and tools only: a close keeps a tombstone). */

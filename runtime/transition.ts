@@ -19,7 +19,7 @@ export interface Transition {
 }
 
 /** A small, fast, seedable PRNG (mulberry32) so `ctx.random()` replays identically. */
-function mulberry32(seed: number): () => number {
+export function mulberry32(seed: number): () => number {
   let a = seed >>> 0;
   return () => {
     a = (a + 0x6d2b79f5) >>> 0;

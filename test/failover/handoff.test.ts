@@ -1,19 +1,13 @@
 import { strict as assert } from 'node:assert';
-import {
-  connectNats,
-  createHost,
-  defineActor,
-  type Host,
-  type HostOptions,
-} from '../../runtime/index.ts';
+import { connectNats, defineActor, type Host } from '../../runtime/index.ts';
 import { connectionName } from '../../runtime/membership.ts';
 import { openOwnership } from '../helpers/records.ts';
 import { SnapshotStore } from '../../runtime/snapshot-store.ts';
 import { subjects } from '../../runtime/subjects.ts';
 import { createValueCodec } from '../../runtime/codec.ts';
-import { exampleActors } from '../../actors/index.ts';
-import { purgeMesh, useNatsServer } from '../helpers/nats.ts';
+import { useNatsServer } from '../helpers/nats.ts';
 import { until } from '../helpers/until.ts';
+import { useHosts } from '../helpers/hosts.ts';
 import { useOutputMonitors } from '../helpers/output-monitor.ts';
 import { exactlyOnce, streamAdds } from '../helpers/stream.ts';
 import { collectErrors, type ExpectedError } from '../helpers/errors.ts';
@@ -31,30 +25,7 @@ describe('ownership races and planned handoff (hosts in this process)', function
   afterEach(() => reported.assertNone(expectedErrors));
   const nats = useNatsServer();
   const watchOutput = useOutputMonitors(() => nats.url);
-  const hosts: Host[] = [];
-  // Each test has its own hosts: the last test's must not take this one's sessions.
-  afterEach(async () => {
-    for (const h of hosts.splice(0)) await h.close();
-    await purgeMesh(nats.url);
-    // What the hosts report while they close (their sessions fail over to one
-    // another as they go) is not the test's: its own errors were checked before.
-    reported.errors.length = 0;
-  });
-  const host = async (hostId: string, extra: Partial<HostOptions> = {}) => {
-    const h = await createHost({
-      nats: nats.url,
-      actors: exampleActors,
-      hostId,
-      onError: reported.onError,
-      // Four hosts share this process's two cores: detection is not under test here,
-      // a wide heartbeat timeout keeps false detections out of it.
-      heartbeatTimeoutMs: 500,
-      ...(process.env.FTM_TRACE ? { trace: (l: string) => console.log(`[${hostId}] ${l}`) } : {}),
-      ...extra,
-    });
-    hosts.push(h);
-    return h;
-  };
+  const host = useHosts(() => nats.url, reported);
 
   it('several candidates racing to restore one session: exactly one wins, in the next epoch', async () => {
     const manual = { failover: false };

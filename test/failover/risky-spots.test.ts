@@ -1,17 +1,12 @@
 import { strict as assert } from 'node:assert';
-import {
-  connectNats,
-  createHost,
-  defineActor,
-  type Host,
-  type HostOptions,
-} from '../../runtime/index.ts';
+import { connectNats, defineActor } from '../../runtime/index.ts';
 import { createValueCodec } from '../../runtime/codec.ts';
 import { natsKv } from '../../runtime/nats-stores.ts';
 import { storeNames, subjects } from '../../runtime/subjects.ts';
 import { exampleActors } from '../../actors/index.ts';
-import { purgeMesh, useNatsServer } from '../helpers/nats.ts';
+import { useNatsServer } from '../helpers/nats.ts';
 import { until } from '../helpers/until.ts';
+import { useHosts } from '../helpers/hosts.ts';
 import { collectErrors, type ExpectedError } from '../helpers/errors.ts';
 
 /** Ticks every `every` ms, forever: a session whose timer must never be lost. */
@@ -44,27 +39,7 @@ describe('risky spots of the control plane (hosts in this process)', function ()
   const reported = collectErrors();
   afterEach(() => reported.assertNone(expectedErrors));
   const nats = useNatsServer();
-  const hosts: Host[] = [];
-  afterEach(async () => {
-    for (const h of hosts.splice(0)) await h.close();
-    await purgeMesh(nats.url);
-    // What the hosts report while they close (their sessions fail over to one
-    // another as they go) is not the test's: its own errors were checked before.
-    reported.errors.length = 0;
-  });
-  const host = async (hostId: string, extra: Partial<HostOptions> = {}) => {
-    const h = await createHost({
-      nats: nats.url,
-      actors: [...exampleActors, metronome],
-      hostId,
-      onError: reported.onError,
-      // Detection is not under test: a wide silence keeps false detections out.
-      heartbeatTimeoutMs: 500,
-      ...extra,
-    });
-    hosts.push(h);
-    return h;
-  };
+  const host = useHosts(() => nats.url, reported, { actors: [...exampleActors, metronome] });
 
   it('a hand-off that fails serves again, runs the timer that came due while it waited, and the drain ends by its deadline', async () => {
     // The standby never acknowledges past seq 2: a hand-off to it cannot complete.

@@ -1,3 +1,4 @@
+import { mulberry32 } from '../../runtime/transition.ts';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { createValueCodec } from '../../runtime/codec.ts';
 import {
@@ -74,18 +75,6 @@ export interface GarbageOptions extends GarbagePayloadOptions {
  * that a frame that happens to decode is recognisable as ours.
  */
 export const GARBAGE_ID_PREFIX = 'garbage';
-
-/** mulberry32: a small seeded PRNG, so a failing run can be replayed byte for byte. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function randomBytes(next: () => number, length: number): Uint8Array {
   const out = new Uint8Array(length);
@@ -296,7 +285,7 @@ function wrongShapes(): GarbagePayload[] {
  * the seed.
  */
 export function garbagePayloads(opts: GarbagePayloadOptions = {}): GarbagePayload[] {
-  const next = prng(opts.seed ?? 1);
+  const next = mulberry32(opts.seed ?? 1);
   const out: GarbagePayload[] = [{ kind: 'empty', name: 'empty', bytes: new Uint8Array(0) }];
   for (let k = 0; k <= 8; k++)
     out.push({ kind: 'kind-byte', name: `one byte ${k}`, bytes: new Uint8Array([k]) });
