@@ -15,6 +15,8 @@ export interface AdapterOptions<Svc, St extends object> {
   setState(service: Svc, state: St): void;
   /** Synchronous handlers on the service; the return value is the reply. */
   handlers: Record<string, (service: Svc, payload: any, ctx: TransitionContext) => unknown>;
+  /** The handlers clients may call through a gateway (default: none; see `defineActor`). */
+  clientHandlers?: readonly string[];
 }
 
 /** How the runtime drives an adapter: one service instance per session on the primary. */
@@ -53,6 +55,7 @@ export function defineAdapter<Svc, St extends object>(
     initialState: (init) => structuredClone(options.getState(options.create(init))),
     // The handlers only name the message types; TransitionRunner calls the adapter's own.
     handlers: Object.fromEntries(Object.keys(options.handlers).map((t) => [t, () => undefined])),
+    ...(options.clientHandlers ? { clientHandlers: options.clientHandlers } : {}),
   });
   adapters.set(actor, {
     create: (init) => options.create(init),

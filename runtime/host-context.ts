@@ -54,6 +54,8 @@ export type HostContext = {
   wake: () => void;
   /** Queues a reconcile of `sid` (coalesced): the coordinator decides what to do. */
   reconcile(sid: string): void;
+  /** The actor of `sid` asked to end it (`ctx.close()`): its primary here closes it. */
+  requestClose(sid: string): void;
 };
 
 /** Timings of the control plane; defaults in `host.ts`. */

@@ -95,6 +95,7 @@ export function controlHandler(parts: ControlParts): (req: ControlRequest) => Pr
         return {
           info: lifecycle.info(req.sid),
           hash: stateHash(c.state),
+          state: c.state,
           meta: c.meta!.snapshot(),
           failovers: ctx.history.filter((f) => f.sid === req.sid),
         };

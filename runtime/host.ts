@@ -99,6 +99,7 @@ export async function startHost(
     suspended: () => pauseGuard.suspended(),
   };
   const coordinatorRef: { c?: FailoverCoordinator } = {};
+  const lifecycleRef: { l?: SessionLifecycle } = {};
   const ctx: HostContext = {
     hostId,
     transport: ports.transport,
@@ -140,6 +141,12 @@ export async function startHost(
     },
     wake: () => flusher.wake(),
     reconcile: (sid) => coordinatorRef.c?.schedule(sid),
+    requestClose: (sid) =>
+      void lifecycleRef.l?.close(sid, 'requested').catch((err: unknown) => {
+        // Another close won, or the copy moved on: its successor re-arms the request.
+        if (copies.get(sid)?.status.type === 'primary')
+          onError(new FtmError(`close of ${sid} failed`, { cause: err }));
+      }),
   };
   const replicas = new ReplicaManager(ctx);
   const protection = new Protection(ctx);
@@ -149,6 +156,7 @@ export async function startHost(
   coordinatorRef.c = coordinator;
   const drainer = new Drain(ctx, protection);
   const lifecycle = new SessionLifecycle(ctx, replicas, protection, restorer);
+  lifecycleRef.l = lifecycle;
   const rejoin = new Rejoin(ctx, replicas, ports.liveness, coordinator, pauseGuard);
   rejoinRef.r = rejoin;
 
@@ -209,8 +217,10 @@ export async function startHost(
   });
 
   // ---- start: watch, claim the id, join, serve -------------------------------------------
+  const sessionListeners = new Set<(sid: string) => void>();
   await ownership.watch(
     (sid) => {
+      for (const fn of sessionListeners) fn(sid);
       coordinator.onRecord(sid);
       if (copies.has(sid)) refreshWatch();
     },
@@ -245,6 +255,7 @@ export async function startHost(
   sweep();
 
   const client = meshClient({
+    sessionListeners,
     transport: ports.transport,
     codec,
     clock,

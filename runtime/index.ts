@@ -1,8 +1,12 @@
-export { defineActor } from './actor.ts';
+export { defineActor, isActorDefinition, internalSender } from './actor.ts';
 export type {
   ActorDefinition,
   ActorOptions,
   ConsistencyMode,
+  EmitOptions,
+  Hook,
+  LeaveReason,
+  ViewFunction,
   DatagramContext,
   DatagramHandler,
   MessageCheck,
@@ -28,6 +32,8 @@ export type { FailoverRecord, FailoverCause } from './failover.ts';
 export type { OwnerRecord, OwnerChange } from './ownership-record.ts';
 export type { HostRecord, HostLoad, DownCause } from './membership-record.ts';
 export { SessionClient } from './session-client.ts';
+export type { ReleasedCommit, CommitWatcher } from './session-client.ts';
+export { SessionMirror } from './session-mirror.ts';
 export { connectNats, natsDefaults } from './nats-connect.ts';
 export { stateHash } from './state-hash.ts';
 export type { MetaSnapshot, Effect } from './session-meta.ts';

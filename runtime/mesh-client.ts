@@ -33,6 +33,8 @@ export interface SessionInfo {
 export interface Inspection {
   info: SessionInfo;
   hash: string;
+  /** The copy's state at `info.seq`. */
+  state: unknown;
   meta: MetaSnapshot;
   /** The failovers of this session that host took part in as the new primary. */
   failovers: FailoverRecord[];
@@ -69,6 +71,12 @@ export interface MeshClient {
   owner(sid: string): OwnerRecord | undefined;
   /** The ownership record read from the store now. */
   fetchOwner(sid: string): Promise<OwnerRecord | undefined>;
+  /**
+   * Calls `fn` with the sid of every ownership record the watch delivers
+   * (opened, moved, closed); read it with {@link owner}. Returns a function
+   * that stops the calls.
+   */
+  onSessionChange(fn: (sid: string) => void): () => void;
   /** Every session's record, as watched. */
   sessions(): { sid: string; record: OwnerRecord }[];
   /** Live hosts, by their membership records. */
@@ -133,6 +141,8 @@ export type MeshClientDeps = {
     opts: { standby?: string; standbyHint?: string; init?: unknown },
   ) => Promise<OwnerRecord>;
   selfId?: string;
+  /** Told of every ownership record the watch delivers (the owner of the watch calls them). */
+  sessionListeners: Set<(sid: string) => void>;
   onClose?: () => Promise<void>;
   /** Counts frames dropped after they waited for their epoch. */
   onDropped?: (subject: string, err: unknown) => void;
@@ -175,8 +185,11 @@ export async function createClient(options: ClientOptions): Promise<MeshClient> 
   const ownership = new Ownership(ownersKv, codec, (key, err) =>
     dropped.drop(`$KV.${storeNames.owners}.${key}`, err),
   );
+  const sessionListeners = new Set<(sid: string) => void>();
   await ownership.watch(
-    () => undefined,
+    (sid) => {
+      for (const fn of sessionListeners) fn(sid);
+    },
     (err) => onError(new FtmError(`ownership watch ended: ${err.message}`, { cause: err })),
   );
   const membership = new Membership(
@@ -203,6 +216,7 @@ export async function createClient(options: ClientOptions): Promise<MeshClient> 
     membership,
     control: new ControlChannel(transport, codec),
     placement: new Placement(() => clock.now()),
+    sessionListeners,
     requestTimeoutMs: options.requestTimeoutMs ?? 5_000,
     onDropped: (subject, err) => dropped.drop(subject, err),
     onClose: async () => {
@@ -242,6 +256,10 @@ export function meshClient(deps: MeshClientDeps): MeshClient {
     request: (sid, type, payload, opts) => mesh.client(sid).request(type, payload, opts),
     owner: (sid) => deps.ownership.view.get(sid)?.record,
     fetchOwner: async (sid) => (await deps.ownership.get(sid))?.record,
+    onSessionChange(fn) {
+      deps.sessionListeners.add(fn);
+      return () => void deps.sessionListeners.delete(fn);
+    },
     sessions: () => [...deps.ownership.view].map(([sid, o]) => ({ sid, record: o.record })),
     liveHosts: () => deps.membership.liveHosts(),
     hosts: () => [...deps.membership.hosts].map(([id, view]) => ({ id, view })),

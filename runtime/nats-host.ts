@@ -1,6 +1,6 @@
 import { systemClock } from './clock.ts';
 import { DroppedMessages } from './dropped-messages.ts';
-import { InvalidArgumentError } from './errors.ts';
+import { HandlerError, InvalidArgumentError, type FtmError } from './errors.ts';
 import { defaultOnError, type Host, type HostOptions } from './host-api.ts';
 import { startHost } from './host.ts';
 import { workerLiveness } from './liveness.ts';
@@ -28,7 +28,7 @@ export async function createHost(options: HostOptions): Promise<Host> {
       ? await connectNats(options.nats, { name: connectionName(hostId) })
       : options.nats;
   const clock = options.clock ?? systemClock;
-  const onError = options.onError ?? defaultOnError(hostId);
+  const onError = options.onError ?? printErrors(hostId, options.trace);
   const dropped = new DroppedMessages(clock, onError);
   const replicas = options.jetstreamReplicas ?? 1;
   const [ownersKv, hostsKv, log, snapshots] = await Promise.all([
@@ -78,4 +78,20 @@ export async function createHost(options: HostOptions): Promise<Host> {
   // nothing to do: it stops instead of retrying into a closed connection.
   void nc.closed().then(() => host.close());
   return host;
+}
+
+/**
+ * How a host reports what it handled without throwing, when not told
+ * otherwise: one line on stderr per error. A handler that threw is the
+ * actor's code failing, not the host's: its line names the handler and the
+ * message, and the stack goes to `trace` only (`ftmesh host --trace`).
+ */
+function printErrors(hostId: string, trace?: (line: string) => void): (err: FtmError) => void {
+  const print = defaultOnError(hostId);
+  return (err) => {
+    if (!(err instanceof HandlerError)) return print(err);
+    // The message already names the handler and carries the cause's message.
+    console.error(`[ftmesh ${hostId}] ${err.message}`);
+    if (trace && err.cause instanceof Error && err.cause.stack) trace(err.cause.stack);
+  };
 }

@@ -51,6 +51,7 @@ export function startPrimary(
   ref.primary = primary;
   primary.onWork = ctx.wake;
   primary.onNewerEpoch = (epoch) => checkNewerEpoch(ctx, copy, epoch);
+  primary.onCloseRequested = () => ctx.requestClose(sid);
   primary.listen();
   copy.primary = primary;
   return primary;

@@ -1,4 +1,4 @@
-import type { ActorDefinition } from './actor.ts';
+import { reservedTypes, type ActorDefinition } from './actor.ts';
 import type { ValueCodec } from './codec.ts';
 import { errorToWire, FtmError, HandlerError, InvalidMessageError } from './errors.ts';
 import { subjects } from './subjects.ts';
@@ -61,6 +61,8 @@ export class PrimarySession {
   onWork: (() => void) | undefined;
   /** Called with the time of the next reply sent, then cleared: failover timelines use it. */
   onNextReply: ((at: number) => void) | undefined;
+  /** Called when the actor asked to end the session (`ctx.close()`): the host closes it. */
+  onCloseRequested: (() => void) | undefined;
 
   private phase: Phase = 'created';
   private readonly runner: TransitionRunner;
@@ -131,6 +133,7 @@ export class PrimarySession {
       onError: this.onError,
       commit: (type, payload, done) => this.commit('', type, payload, done),
       whenServing: (run) => this.whenServing(run),
+      requestClose: () => this.onCloseRequested?.(),
     });
   }
 
@@ -337,7 +340,18 @@ export class PrimarySession {
         new InvalidMessageError(`${this.actor.name}.${frame.type}: ${verdict}`),
       );
     }
-    this.commit(frame.requestId, frame.type, payload);
+    this.commit(frame.requestId, frame.type, payload, undefined, frame.sender);
+  }
+
+  /**
+   * Commits the session's last transaction (`onClose`) while serving, and
+   * resolves once it is released (its events reach the clients) or this
+   * copy stops. Then the host closes the session.
+   */
+  commitLast(reason: 'closed' | 'requested'): Promise<void> {
+    if (this.phase !== 'serving' || !this.actor.onClose) return Promise.resolve();
+    this.commit('', reservedTypes.close, { reason });
+    return this.released(this.seq);
   }
 
   /**
@@ -351,9 +365,10 @@ export class PrimarySession {
     type: string,
     payload: unknown,
     done: readonly Effect[] = [],
+    sender = '',
   ): void {
     try {
-      const t = this.runner.run(this.state, type, payload, this.seq + 1);
+      const t = this.runner.run(this.state, type, payload, this.seq + 1, sender);
       const effects = done.length ? [...done, ...t.effects] : t.effects;
       const reply = requestId ? this.codec.encode(t.reply) : empty;
       const changes = encodeChanges(this.codec, t.patches, effects);
@@ -376,7 +391,7 @@ export class PrimarySession {
         const payload = e.payload === undefined ? empty : this.codec.encode(e.payload);
         this.transport.publish(
           subjects.events(this.sid),
-          encodeEvent(eventFlags, at, e.event, payload),
+          encodeEvent(eventFlags, at, e.event, payload, e.to),
         );
       }
       this.log.append(commit);

@@ -8,6 +8,7 @@ import {
   CommitFlag,
   ConsistencyCode,
   FrameKind,
+  type CommitFrame,
   consistencyOf,
   decodeDatagram,
   decodeFrame,
@@ -26,7 +27,19 @@ type Stamp = {
 };
 
 /** An event held until its transaction may be released, like a reply. */
-type HeldEvent = Stamp & { event: string; payload: Uint8Array };
+type HeldEvent = Stamp & { event: string; payload: Uint8Array; to: string[] | undefined };
+
+/** A commit of the session, released: what a mirror of its state applies. */
+export type ReleasedCommit = { seq: number; epoch: number; flags: number; changes: Uint8Array };
+
+/** Listens to every released commit of a session, in seq order (see {@link SessionClient.watchCommits}). */
+export type CommitWatcher = {
+  commit: (c: ReleasedCommit) => void;
+  /** A new epoch began while commits of the old one were held: the watcher may resync. */
+  newEpoch: () => void;
+};
+
+type HeldCommit = Stamp & { flags: number; changes: Uint8Array };
 
 type Pending = {
   resolve: (v: unknown) => void;
@@ -37,6 +50,9 @@ type Pending = {
   /** Set once the commit arrived; the reply waits here until its release condition holds. */
   held?: Stamp & { released: boolean; reply: Uint8Array };
 };
+
+/** Told of a released event; `to` lists its clients (absent: every client). */
+type EventListener = (event: string, payload: unknown, to: string[] | undefined) => void;
 
 /** What a {@link SessionClient} needs: the transport, the codec, time and randomness. */
 export type SessionClientDeps = {
@@ -76,15 +92,19 @@ export class SessionClient {
   private epoch = 0;
   /** How many times a new epoch made this client send its unreleased requests again. */
   resends = 0;
-  private readonly eventListeners: ((event: string, payload: unknown) => void)[] = [];
+  private readonly eventListeners: EventListener[] = [];
   private readonly heldEvents: HeldEvent[] = [];
+  private readonly commitWatchers: CommitWatcher[] = [];
+  private heldCommits: HeldCommit[] = [];
   private sweep: unknown;
   private closed = false;
   private readonly transport: Transport;
-  private readonly codec: ValueCodec;
-  private readonly clock: Clock;
+  /** The value codec of the session's frames (a mirror decodes commits with it). */
+  readonly codec: ValueCodec;
+  readonly clock: Clock;
   private readonly gate: EpochGate;
   private readonly onReleased: SessionClientDeps['onReleased'];
+  private readonly epochs: EpochAuthority | undefined;
 
   constructor(
     deps: SessionClientDeps,
@@ -96,6 +116,7 @@ export class SessionClient {
     this.clock = deps.clock;
     this.prefix = deps.random.hex(6);
     this.onReleased = deps.onReleased;
+    this.epochs = deps.epochs;
     this.gate = new EpochGate(sid, deps.epochs, (err) =>
       deps.onDropped?.(subjects.output(sid), err),
     );
@@ -120,13 +141,17 @@ export class SessionClient {
   request(
     type: string,
     payload?: unknown,
-    opts: { requestId?: string; timeoutMs?: number } = {},
+    opts: { requestId?: string; timeoutMs?: number; sender?: string } = {},
   ): Promise<unknown> {
     if (this.closed) return Promise.reject(new ClosedError(`client of ${this.sid} is closed`));
+    // Before its first frame, the client takes the epoch the record has now: the
+    // session's first acks and answers of that epoch are then no "new epoch" that
+    // would send this request again (a request whose handler throws would run twice).
+    if (this.epoch === 0) this.epoch = this.epochs?.known(this.sid) ?? 0;
     const requestId = opts.requestId ?? `${this.prefix}.${(++this.counter).toString(36)}`;
     return new Promise((resolve, reject) => {
       const body = payload === undefined ? new Uint8Array(0) : this.codec.encode(payload);
-      const frame = encodeInput(requestId, type, body);
+      const frame = encodeInput(requestId, type, body, opts.sender);
       this.pending.set(requestId, {
         resolve,
         reject,
@@ -145,8 +170,9 @@ export class SessionClient {
     if (f.epoch < this.epoch) return; // a fenced primary's late output
     if (f.epoch > this.epoch) {
       if (!this.gate.admit(f.epoch, () => this.onOutput(bytes))) return;
-      this.newEpoch(f.epoch);
+      this.newEpoch(f.epoch, f.requestId);
     }
+    if (this.commitWatchers.length && f.kind === FrameKind.commit) this.watchCommit(f);
     const p = this.pending.get(f.requestId);
     if (!p || p.held) return;
     if (f.kind === FrameKind.refusal) {
@@ -169,7 +195,7 @@ export class SessionClient {
    * Calls `fn` with every event the session's actor emits (`ctx.emit`), in
    * commit order, once its transaction may be released (the same rule as replies).
    */
-  onEvent(fn: (event: string, payload: unknown) => void): void {
+  onEvent(fn: EventListener): void {
     if (!this.eventListeners.length) {
       this.subs.push(
         this.transport.subscribe(subjects.events(this.sid), (m) => this.onEventFrame(m.data)),
@@ -201,7 +227,12 @@ export class SessionClient {
       if (!this.gate.admit(f.epoch, () => this.onEventFrame(bytes))) return;
       this.newEpoch(f.epoch);
     }
-    this.heldEvents.push({ ...stampOf(f), event: f.event, payload: f.payload.slice() });
+    this.heldEvents.push({
+      ...stampOf(f),
+      event: f.event,
+      payload: f.payload.slice(),
+      to: f.to,
+    });
     this.releaseEvents();
   }
 
@@ -211,7 +242,7 @@ export class SessionClient {
       if (!this.releasable(e)) break;
       this.heldEvents.shift();
       const payload = e.payload.length ? this.codec.decode(e.payload) : undefined;
-      for (const fn of this.eventListeners) fn(e.event, payload);
+      for (const fn of this.eventListeners) fn(e.event, payload, e.to);
     }
   }
 
@@ -252,6 +283,54 @@ export class SessionClient {
       this.held.shift();
     }
     if (this.heldEvents.length) this.releaseEvents();
+    if (this.heldCommits.length) this.releaseCommits();
+  }
+
+  /**
+   * Calls `watcher.commit` with every commit of the session (whoever sent
+   * its input) once it may be released, in seq order: a mirror of the
+   * session's state (a gateway's client views) applies them. A commit a
+   * failover rolled back is never delivered. On a new epoch, held commits
+   * of the old one below the new epoch's first seq are part of the new
+   * history (the promoted copy held them): they are delivered with that
+   * first commit; those at or above it are dropped. A watcher that sees a
+   * gap in seqs resyncs (the `$state` request).
+   */
+  watchCommits(watcher: CommitWatcher): () => void {
+    this.commitWatchers.push(watcher);
+    return () => {
+      const i = this.commitWatchers.indexOf(watcher);
+      if (i >= 0) this.commitWatchers.splice(i, 1);
+      if (!this.commitWatchers.length) this.heldCommits = [];
+    };
+  }
+
+  private watchCommit(f: CommitFrame): void {
+    if (f.flags & CommitFlag.duplicate) return;
+    const stamp = stampOf(f);
+    if (this.heldCommits.some((h) => h.epoch < f.epoch)) {
+      // The first commit of a new epoch: what the old one held below it is history.
+      this.heldCommits = this.heldCommits.filter((h) => h.epoch === f.epoch || h.seq < f.seq);
+      for (const h of this.heldCommits) {
+        if (h.epoch === f.epoch) continue;
+        h.epoch = stamp.epoch;
+        h.term = stamp.term;
+        h.unprotected = stamp.unprotected;
+      }
+    }
+    this.heldCommits.push({ ...stamp, flags: f.flags, changes: f.patches.slice() });
+    this.releaseCommits();
+  }
+
+  private releaseCommits(): void {
+    let n = 0;
+    while (n < this.heldCommits.length && this.releasable(this.heldCommits[n]!)) n++;
+    if (!n) return;
+    const out = this.heldCommits.splice(0, n);
+    for (const c of out) {
+      const released = { seq: c.seq, epoch: c.epoch, flags: c.flags, changes: c.changes };
+      for (const w of this.commitWatchers) w.commit(released);
+    }
   }
 
   /**
@@ -259,22 +338,25 @@ export class SessionClient {
    * never be acknowledged now: forget them and send every unreleased request
    * again with its id. The new primary answers a request it has already
    * applied from its dedup table, and runs one it has not: once either way.
+   * `answered` is the request the frame that brought the epoch answers: it
+   * is not sent again (a refusal is not remembered, so a resent request
+   * whose handler threw would run a second time).
    */
-  private newEpoch(epoch: number): void {
+  private newEpoch(epoch: number, answered?: string): void {
     this.epoch = epoch;
     this.held.length = 0;
     // Events of an older epoch may never be acknowledged; a re-run input emits them again.
     for (let i = this.heldEvents.length - 1; i >= 0; i--)
       if (this.heldEvents[i]!.epoch < epoch) this.heldEvents.splice(i, 1);
-    for (const p of this.pending.values()) {
-      if (p.held && p.held.epoch >= epoch) {
-        continue;
-      }
+    for (const [id, p] of this.pending) {
+      if ((p.held && p.held.epoch >= epoch) || id === answered) continue;
       p.held = undefined;
       this.resends++;
       this.transport.publish(subjects.input(this.sid), p.frame);
     }
     for (const [id, p] of this.pending) if (p.held) this.held.push(id);
+    if (this.heldCommits.some((h) => h.epoch < epoch))
+      for (const w of this.commitWatchers) w.newEpoch();
   }
 
   /**

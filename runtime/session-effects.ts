@@ -1,4 +1,5 @@
 import type { Clock } from './clock.ts';
+import { reservedTypes } from './actor.ts';
 import { FtmError } from './errors.ts';
 import type { Effect, Job, SessionMeta, Timer } from './session-meta.ts';
 import type { WorkerPool } from './worker-pool.ts';
@@ -15,6 +16,8 @@ export type EffectsHost = {
   commit: (type: string, payload: unknown, done: readonly Effect[]) => void;
   /** Runs `run` now if the primary serves, later if it is paused, never once it stopped. */
   whenServing: (run: () => void) => void;
+  /** The actor asked to end the session (`ctx.close()`'s timer came due). */
+  requestClose: () => void;
 };
 
 /**
@@ -55,6 +58,9 @@ export class SessionEffects {
       this.host.whenServing(() => {
         // Cancelled or re-armed while it waited: the commit that did so decides.
         if (meta.timers.get(key)?.at !== timer.at) return;
+        // `ctx.close()`: the timer stays in the meta until the session is
+        // closed, so a successor that takes over before then closes it too.
+        if (timer.type === reservedTypes.close) return this.host.requestClose();
         this.host.commit(timer.type, timer.payload, [{ op: 'cancel', key }]);
       });
     };

@@ -10,6 +10,7 @@ import type { HostContext } from './host-context.ts';
 import type { SessionInfo } from './mesh-client.ts';
 import type { OwnerRecord } from './ownership.ts';
 import { fenceCopy, startPrimary } from './primaries.ts';
+import { within } from './retry.ts';
 import type { SessionSnapshot } from './session-types.ts';
 import type { Protection } from './protection.ts';
 import type { ReplicaManager } from './replica-manager.ts';
@@ -106,11 +107,13 @@ export class SessionLifecycle {
    * closed by compare-and-swap, this copy fences itself, the standby is
    * told to drop, snapshot and log are deleted.
    */
-  close(sid: string): Promise<void> {
+  close(sid: string, reason: 'closed' | 'requested' = 'closed'): Promise<void> {
     const { ctx } = this;
     return ctx.queues.run(sid, async () => {
       const copy = this.primaryCopy(sid);
       const p = copy.primary!;
+      // The actor's onClose is the last transaction; its events reach the clients.
+      await within(ctx.clock, p.commitLast(reason), ctx.tuning.requestTimeoutMs);
       p.pause();
       await p.idle();
       await p.log.flush();

@@ -6,11 +6,11 @@ import { MalformedFrameError } from './errors.ts';
  * and cut the reply out of a frame without decoding the patches: the
  * gateway strips them, the client never pays for them.
  *
- * Input   [kind=1][flags][u16 idLen][id][u16 typeLen][type][payload...]
+ * Input   [kind=1][flags][u16 idLen][id][u16 typeLen][type]([u16 senderLen][sender])[payload...]
  * Commit  [kind=2][flags][u32 epoch][u32 term][f64 seq][u16 idLen][id][u32 replyLen][reply][patches...]
  * Refusal [kind=3][flags][u32 epoch][u32 term][f64 seq][u16 idLen][id][u32 errLen][error]
  * Ack     [kind=4][source][u32 epoch][u32 term][f64 seq]
- * Event   [kind=5][flags][u32 epoch][u32 term][f64 seq][u16 nameLen][name][u32 payloadLen][payload]
+ * Event   [kind=5][flags][u32 epoch][u32 term][f64 seq][u16 nameLen][name][u32 payloadLen][payload]([u16 len][client id]...)
  * Epoch   [kind=6][0][u32 epoch][u32 0][f64 from]   (in the log only: an epoch's history starts after `from`)
  *
  * `term` counts the standby changes within an epoch (see PROTOCOL.md): a
@@ -51,8 +51,22 @@ export type InputFrame = {
   kind: typeof FrameKind.input;
   requestId: string;
   type: string;
+  /** Who sent it (a client id, through a gateway); empty when unnamed. */
+  sender: string;
   payload: Uint8Array;
 };
+
+/** Input flags. */
+export const InputFlag = {
+  /** A sender string follows the type. */
+  sender: 1,
+} as const;
+
+/** Commit and event flags beyond those of {@link CommitFlag}. */
+export const EventFlag = {
+  /** The payload is followed by the list of client ids the event is for. */
+  targeted: 1 << 7,
+} as const;
 
 export type CommitFrame = {
   kind: typeof FrameKind.commit;
@@ -82,6 +96,8 @@ export type EventFrame = {
   seq: number;
   event: string;
   payload: Uint8Array;
+  /** The client ids the event is for (flag `targeted`); absent: every client. */
+  to?: string[];
 };
 
 export type AckFrame = {
@@ -119,15 +135,24 @@ function idBytes(id: string): Uint8Array {
   return b;
 }
 
-/** Encodes an input frame (a request to a session). */
-export function encodeInput(requestId: string, type: string, payload: Uint8Array): Uint8Array {
+/** Encodes an input frame (a request to a session), from `sender` when given. */
+export function encodeInput(
+  requestId: string,
+  type: string,
+  payload: Uint8Array,
+  sender = '',
+): Uint8Array {
   const id = idBytes(requestId);
   const t = idBytes(type);
-  const out = new Uint8Array(2 + 2 + id.length + 2 + t.length + payload.length);
+  const from = sender ? idBytes(sender) : undefined;
+  const senderBytes = from ? 2 + from.length : 0;
+  const out = new Uint8Array(2 + 2 + id.length + 2 + t.length + senderBytes + payload.length);
   const view = new DataView(out.buffer);
   out[0] = FrameKind.input;
+  out[1] = from ? InputFlag.sender : 0;
   let at = writeString(view, out, 2, id);
   at = writeString(view, out, at, t);
+  if (from) at = writeString(view, out, at, from);
   out.set(payload, at);
   return out;
 }
@@ -180,14 +205,58 @@ export function encodeRefusal(p: Position, requestId: string, error: Uint8Array)
   return encodeSequenced(FrameKind.refusal, 0, p, requestId, error, undefined);
 }
 
-/** Encodes an event the transaction at `p` emitted; `flags` carry the consistency mode. */
+/**
+ * Encodes an event the transaction at `p` emitted; `flags` carry the
+ * consistency mode. `to` lists the client ids it is for (absent: all).
+ */
 export function encodeEvent(
   flags: number,
   p: Position,
   event: string,
   payload: Uint8Array,
+  to?: readonly string[],
 ): Uint8Array {
-  return encodeSequenced(FrameKind.event, flags, p, event, payload, undefined);
+  if (!to) return encodeSequenced(FrameKind.event, flags, p, event, payload, undefined);
+  const ids = to.map(idBytes);
+  const tail = new Uint8Array(ids.reduce((n, b) => n + 2 + b.length, 0));
+  const view = new DataView(tail.buffer);
+  let at = 0;
+  for (const b of ids) at = writeString(view, tail, at, b);
+  return encodeSequenced(FrameKind.event, flags | EventFlag.targeted, p, event, payload, tail);
+}
+
+/**
+ * Reads `[u16 length][UTF-8]` strings from `bytes`, from `at` on; a length
+ * running past the end is a malformed frame (`what` says which field).
+ */
+class StringReader {
+  private readonly view: DataView;
+  constructor(
+    private readonly bytes: Uint8Array,
+    public at: number,
+  ) {
+    this.view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  }
+
+  get done(): boolean {
+    return this.at >= this.bytes.length;
+  }
+
+  read(what: string): string {
+    const { bytes, at } = this;
+    if (at + 2 > bytes.length) fail(`truncated ${what}`);
+    const n = this.view.getUint16(at);
+    if (at + 2 + n > bytes.length) fail(`truncated ${what}`);
+    this.at = at + 2 + n;
+    return decoder.decode(bytes.subarray(at + 2, at + 2 + n));
+  }
+}
+
+function decodeTargets(bytes: Uint8Array): string[] {
+  const r = new StringReader(bytes, 0);
+  const to: string[] = [];
+  while (!r.done) to.push(r.read('event target'));
+  return to;
 }
 
 /** Encodes an acknowledgement that `source` holds every seq up to `p.seq` of the epoch (and term). */
@@ -219,19 +288,12 @@ export function decodeFrame(bytes: Uint8Array): Frame {
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const kind = bytes[0];
   if (kind === FrameKind.input) {
-    let at = 2;
-    const readString = (): string => {
-      if (at + 2 > bytes.length) fail('truncated string length');
-      const n = view.getUint16(at);
-      if (at + 2 + n > bytes.length) fail('truncated string');
-      const s = decoder.decode(bytes.subarray(at + 2, at + 2 + n));
-      at += 2 + n;
-      return s;
-    };
-    const requestId = readString();
+    const r = new StringReader(bytes, 2);
+    const requestId = r.read('request id');
     if (!requestId) fail('input without a request id');
-    const type = readString();
-    return { kind, requestId, type, payload: bytes.subarray(at) };
+    const type = r.read('type');
+    const sender = bytes[1]! & InputFlag.sender ? r.read('sender') : '';
+    return { kind, requestId, type, sender, payload: bytes.subarray(r.at) };
   }
   if (
     kind !== FrameKind.commit &&
@@ -265,8 +327,12 @@ export function decodeFrame(bytes: Uint8Array): Frame {
   if (at + bodyLength > bytes.length) fail('truncated body');
   const body = bytes.subarray(at, at + bodyLength);
   if (kind === FrameKind.refusal) return { kind, epoch, term, seq, requestId, error: body };
-  if (kind === FrameKind.event)
-    return { kind, flags, epoch, term, seq, event: requestId, payload: body };
+  if (kind === FrameKind.event) {
+    if (!(flags & EventFlag.targeted))
+      return { kind, flags, epoch, term, seq, event: requestId, payload: body };
+    const to = decodeTargets(bytes.subarray(at + bodyLength));
+    return { kind, flags, epoch, term, seq, event: requestId, payload: body, to };
+  }
   return {
     kind,
     flags,
@@ -351,17 +417,8 @@ export function encodeDatagram(from: string, to: string, data: Uint8Array): Uint
 
 /** Decodes a datagram; `data` is a view into `bytes`. */
 export function decodeDatagram(bytes: Uint8Array): { from: string; to: string; data: Uint8Array } {
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  let at = 0;
-  const read = (): string => {
-    if (at + 2 > bytes.length) fail('truncated datagram');
-    const n = view.getUint16(at);
-    if (at + 2 + n > bytes.length) fail('truncated datagram');
-    const s = decoder.decode(bytes.subarray(at + 2, at + 2 + n));
-    at += 2 + n;
-    return s;
-  };
-  const from = read();
-  const to = read();
-  return { from, to, data: bytes.subarray(at) };
+  const r = new StringReader(bytes, 0);
+  const from = r.read('datagram');
+  const to = r.read('datagram');
+  return { from, to, data: bytes.subarray(r.at) };
 }

@@ -93,6 +93,7 @@ export class SimClient {
       membership,
       control: new ControlChannel(transport, codec),
       placement: new Placement(() => clock.now()),
+      sessionListeners: new Set(),
       requestTimeoutMs: 2_000,
       onDropped: (subject: string, err: unknown) => dropped.drop(subject, err),
       onReleased: (id, at) => this.releasedIn.set(id, at.epoch),

@@ -47,6 +47,19 @@ describe('events, message checks and datagrams', function () {
     ]);
   });
 
+  it("a client's first request, when its handler throws, runs once (the first epoch seen sends nothing again)", async () => {
+    const a = await host('once-a');
+    await host('once-b');
+    const c = await host('once-c', 0);
+    await a.openSession('room', 'once', { standby: 'once-b' });
+    // c's client of 'once' knows no epoch yet: the refusal brings epoch 1.
+    await assert.rejects(c.request('once', 'leave', 'ghost'), /ghost is not in the room/);
+    await c.request('once', 'join', 'ann'); // after it, any second run would have been reported
+    const runs = reported.errors.filter((e) => /ghost is not in the room/.test(e.message));
+    assert.equal(runs.length, 1, 'the throwing handler ran once');
+    reported.errors.length = 0;
+  });
+
   it("a payload failing the actor's check is refused with InvalidMessageError and changes nothing", async () => {
     const a = await host('mc-a');
     await host('mc-b');
