@@ -1,10 +1,12 @@
 import type { RawData, WebSocket } from 'ws';
+import type { LeaveReason } from '../runtime/index.ts';
 import { TokenError } from './errors.ts';
 import {
   CloseCode,
   ErrorCode,
   PROTOCOL_VERSION,
   clientIdPattern,
+  connectionIdPattern,
   jsonReplacer,
   requestIdPattern,
   sessionIdPattern,
@@ -37,8 +39,12 @@ export interface ConnectionContext {
   /** True once the gateway drains: nothing new is forwarded. */
   readonly draining: boolean;
   now(): number;
-  /** The session's route, or undefined when no such session exists (after a short grace). */
-  route(sid: string): Promise<SessionRoute | undefined>;
+  /**
+   * The session's route, or undefined when no such session exists (after a
+   * short grace). With `actor` (the token's claim) a missing session is
+   * opened with that actor: join-or-create.
+   */
+  route(sid: string, actor?: string): Promise<SessionRoute | undefined>;
   acquireBuckets(clientId: string): ClientBuckets;
   releaseBuckets(clientId: string): void;
   /** A fresh UDP key for this connection (undefined when the gateway has no UDP port). */
@@ -61,8 +67,12 @@ const MAX_EARLY_FRAMES = 64;
  * One client's WebSocket: the hello and its token, then every frame checked
  * (shape, rate, handler, payload) before anything reaches NATS. See PROTOCOL.md.
  */
+/** Numbers the connections of this gateway process (their ids: `<gateway>.<n>`). */
+let connections = 0;
+
 export class ClientConnection implements RouteMember {
   clientId = '';
+  readonly connectionId: string;
   claims: TokenClaims | undefined;
   route: SessionRoute | undefined;
   readonly waiting = new Set<string>();
@@ -84,6 +94,7 @@ export class ClientConnection implements RouteMember {
     private readonly ws: WebSocket,
     private readonly ctx: ConnectionContext,
   ) {
+    this.connectionId = `${ctx.gatewayId}.${(++connections).toString(36)}`;
     this.timers.push(
       setTimeout(() => this.close(CloseCode.helloTimeout, 'no hello'), ctx.limits.helloTimeoutMs),
     );
@@ -112,7 +123,7 @@ export class ClientConnection implements RouteMember {
     if (this.phase === 'closing') return;
     this.phase = 'closing';
     this.ctx.counters.closes[code] = (this.ctx.counters.closes[code] ?? 0) + 1;
-    this.detach();
+    this.detach(closedByGateway(code));
     this.ws.close(code, reason);
     const cut = setTimeout(() => this.ws.terminate(), CLOSE_GRACE_MS);
     cut.unref();
@@ -192,7 +203,9 @@ export class ClientConnection implements RouteMember {
   }
 
   private async hello(frame: unknown): Promise<void> {
-    const f = frame as { type?: unknown; v?: unknown; token?: unknown; sid?: unknown } | undefined;
+    const f = frame as
+      | { type?: unknown; v?: unknown; token?: unknown; sid?: unknown; previous?: unknown }
+      | undefined;
     if (typeof f !== 'object' || f === null || f.type !== 'hello')
       return this.close(CloseCode.protocol, 'the first frame must be a hello');
     if (f.v !== PROTOCOL_VERSION)
@@ -210,7 +223,8 @@ export class ClientConnection implements RouteMember {
     if (f.sid !== undefined && f.sid !== claims.sid)
       return this.close(CloseCode.forbidden, 'the token does not grant this session');
     this.phase = 'welcoming';
-    const route = claims.sid === undefined ? undefined : await this.ctx.route(claims.sid);
+    const route =
+      claims.sid === undefined ? undefined : await this.ctx.route(claims.sid, claims.actor);
     if (this.phase !== 'welcoming') return; // closed meanwhile
     if (claims.sid !== undefined && !route)
       return this.close(CloseCode.unknownSession, 'no such session');
@@ -218,7 +232,6 @@ export class ClientConnection implements RouteMember {
     this.clientId = claims.sub;
     this.route = route;
     this.buckets = this.ctx.acquireBuckets(claims.sub);
-    route?.members.add(this);
     const udp = route ? this.ctx.registerUdp(this) : undefined;
     clearTimeout(this.timers[0]);
     // The connection ends with the token's validity.
@@ -234,6 +247,7 @@ export class ClientConnection implements RouteMember {
       type: 'welcome',
       v: PROTOCOL_VERSION,
       gateway: this.ctx.gatewayId,
+      connection: this.connectionId,
       client: claims.sub,
       ...(claims.sid === undefined ? {} : { sid: claims.sid }),
       role: claims.role,
@@ -242,6 +256,12 @@ export class ClientConnection implements RouteMember {
       limits: this.ctx.limits,
     };
     this.sendText(JSON.stringify(welcome));
+    // A client back after a lost connection names it: the session learns it left.
+    const previous =
+      typeof f.previous === 'string' && connectionIdPattern.test(f.previous)
+        ? f.previous
+        : undefined;
+    route?.join(this, previous);
     const early = this.early;
     this.early = [];
     for (const e of early) this.onMessage(e.data, e.isBinary);
@@ -328,6 +348,12 @@ export class ClientConnection implements RouteMember {
         ErrorCode.unknownMessageType,
         `actor ${actor.name} has no handler ${JSON.stringify(f.name).slice(0, 80)}`,
       );
+    if (!actor.clientHandlers.has(f.name))
+      return this.error(
+        id,
+        ErrorCode.notCallable,
+        `${actor.name}.${f.name} is internal; clients may call: ${[...actor.clientHandlers].join(', ') || 'nothing'}`,
+      );
     const check =
       actor.messages && Object.hasOwn(actor.messages, f.name) ? actor.messages[f.name] : undefined;
     if (check) {
@@ -387,11 +413,11 @@ export class ClientConnection implements RouteMember {
     this.sendText(JSON.stringify({ type: 'reply', id, result }, jsonReplacer));
   }
 
-  private detach(): void {
+  private detach(reason: LeaveReason | undefined): void {
     for (const t of this.timers) clearTimeout(t);
     this.timers.length = 0;
     this.early = [];
-    if (this.route) this.route.leave(this);
+    if (this.route) this.route.leave(this, reason);
     if (this.udpKey !== undefined) this.ctx.unregisterUdp(this);
     if (this.buckets) {
       this.buckets = undefined;
@@ -403,11 +429,19 @@ export class ClientConnection implements RouteMember {
     if (this.phase !== 'closing') {
       this.phase = 'closing';
       this.ctx.counters.closes[code] = (this.ctx.counters.closes[code] ?? 0) + 1;
-      this.detach();
+      this.detach(code === 1000 || code === 1001 || code === 1005 ? 'closed' : 'lost');
     }
     for (const t of this.timers) clearTimeout(t);
     this.ctx.closed(this);
   }
+}
+
+/** Why a client left, when its gateway closed the connection with `code` (none: the session ended). */
+function closedByGateway(code: number): LeaveReason | undefined {
+  if (code === CloseCode.sessionClosed) return undefined;
+  if (code === CloseCode.goingAway) return 'gateway';
+  if (code === CloseCode.tokenExpired) return 'expired';
+  return 'kicked';
 }
 
 function asText(data: RawData): string {

@@ -86,8 +86,23 @@ export class ConnectionClosedError extends GatewayError {
   override name = 'ConnectionClosedError';
   /** The WebSocket close code that ended it (0 when closed locally or never opened). */
   readonly closeCode: number;
-  constructor(message: string, closeCode: number, cause?: unknown) {
-    super(message, { code: 'closed', cause });
+  constructor(message: string, closeCode: number, cause?: unknown, code = 'closed') {
+    super(message, { code, cause });
     this.closeCode = closeCode;
+  }
+}
+
+/**
+ * `connect` gave up: no gateway of the list welcomed the session within
+ * `connectTimeoutMs` (a wrong URL, nothing listening, a gateway that never
+ * answers the hello). Check the URLs, or call `connect` again later.
+ */
+export class GatewayUnreachableError extends ConnectionClosedError {
+  override name = 'GatewayUnreachableError';
+  /** The gateway URLs tried, in the order given. */
+  readonly urls: readonly string[];
+  constructor(message: string, urls: readonly string[], closeCode: number) {
+    super(message, closeCode, undefined, 'unreachable');
+    this.urls = urls;
   }
 }

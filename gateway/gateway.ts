@@ -5,12 +5,15 @@ import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { WebSocketServer } from 'ws';
 import {
+  FtmError,
+  SessionExistsError,
   createClient,
   systemClock,
   type ActorDefinition,
   type Clock,
   type DrainReport,
   type MeshClient,
+  type OwnerRecord,
 } from '../runtime/index.ts';
 import {
   ClientConnection,
@@ -94,9 +97,11 @@ export interface Gateway {
   readonly udpPort: number | undefined;
   stats(): GatewayStats;
   /**
-   * Graceful stop: takes no new connection and forwards nothing new, lets
-   * each connection's in-flight requests be answered (bounded by the request
-   * timeout), then closes it with 1001 so that its client moves to another gateway.
+   * Graceful stop: takes no new connection (a handshake gets HTTP 503, and
+   * /healthz answers 503 `draining` until the listener closes) and forwards
+   * nothing new, lets each connection's in-flight requests be answered
+   * (bounded by the request timeout), then closes it with 1001 so that its
+   * client moves to another gateway.
    */
   drain(): Promise<void>;
   /** Stops now: every connection closes with 1001. Safe twice. */
@@ -160,9 +165,33 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   const udpKeys = new Map<string, ClientConnection>();
   let draining = false;
 
-  const route = async (sid: string): Promise<SessionRoute | undefined> => {
-    const deadline = clock.now() + grace;
+  /** Sessions this gateway is opening for a token's `actor` claim: one placement per sid. */
+  const opening = new Map<string, Promise<OwnerRecord | undefined>>();
+  const open = (sid: string, actor: string): Promise<OwnerRecord | undefined> => {
+    let p = opening.get(sid);
+    if (!p) {
+      p = host
+        .placeSession(actor, sid)
+        .catch(async (err: unknown) => {
+          // Another gateway (or client) opened it first: join it.
+          if (err instanceof SessionExistsError) return host.fetchOwner(sid);
+          onError(new FtmError(`opening ${sid} (${actor}) failed`, { cause: err }));
+          return undefined;
+        })
+        .finally(() => opening.delete(sid));
+      opening.set(sid, p);
+    }
+    return p;
+  };
+
+  const route = async (sid: string, create?: string): Promise<SessionRoute | undefined> => {
     let owner = host.owner(sid);
+    if (create !== undefined && actors.has(create)) {
+      // Join-or-create: the store says whether it exists, no grace needed.
+      if (!owner || owner.closed) owner = await host.fetchOwner(sid);
+      if (!owner || owner.closed) owner = await open(sid, create);
+    }
+    const deadline = clock.now() + grace;
     // The ownership watch may not have delivered a session opened a moment ago.
     while (!owner && clock.now() < deadline) {
       await sleep(10);
@@ -172,10 +201,24 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     if (known) return known;
     const actor = owner && !owner.closed ? actors.get(owner.actor) : undefined;
     if (!actor) return undefined;
-    const r = new SessionRoute(sid, actor, host.client(sid), counters, limits.requestTimeoutMs);
+    const r = new SessionRoute(
+      sid,
+      actor,
+      host.client(sid),
+      counters,
+      limits.requestTimeoutMs,
+      onError,
+    );
     routes.set(sid, r);
     return r;
   };
+  // A closed session's clients are told (4410) and its route goes.
+  const stopWatching = host.onSessionChange((sid) => {
+    const r = routes.get(sid);
+    if (!r || !host.owner(sid)?.closed) return;
+    routes.delete(sid);
+    r.ended();
+  });
 
   // ---- UDP -------------------------------------------------------------------------------
   let udp: Socket | undefined;
@@ -260,7 +303,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
       return {
         gateway: { id, ...stats() },
         hosts: host.liveHosts(),
-        ...(sid === undefined ? {} : { session: host.owner(sid) ?? null }),
+        ...(sid === undefined ? {} : { session: sessionStatus(host.owner(sid)) }),
       };
     },
     async drainHost(hostId): Promise<DrainReport> {
@@ -291,7 +334,17 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     server,
     maxPayload: limits.maxFrameBytes,
     perMessageDeflate: false,
-    // A client offering subprotocols must offer ours; one offering none speaks v1 by its hello.
+    // Refused before the upgrade, with an HTTP status: `false` from
+    // handleProtocols refuses nothing (ws completes the handshake without the header).
+    verifyClient: (info, done) => {
+      if (draining) return done(false, 503, 'gateway draining');
+      // ws checked the header's syntax already: a comma-separated list of tokens.
+      const offered = info.req.headers['sec-websocket-protocol'];
+      if (offered !== undefined && !offered.split(',').some((p) => p.trim() === SUBPROTOCOL))
+        return done(false, 400, `subprotocol ${SUBPROTOCOL} not offered`);
+      done(true);
+    },
+    // A client offering subprotocols offers ours (verifyClient); one offering none speaks v1 by its hello.
     handleProtocols: (offered) => (offered.has(SUBPROTOCOL) ? SUBPROTOCOL : false),
   });
   wss.on('connection', (ws) => {
@@ -335,16 +388,17 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   let stopping: Promise<void> | undefined;
 
   /**
-   * Shutdown order: stop accepting (no new connection, nothing new
-   * forwarded); when graceful, wait for each connection's requests in flight;
-   * close every connection with 1001; then the UDP port; the host (and its
-   * NATS connection) last, since in-flight replies arrive through it.
+   * Shutdown order: stop accepting (`draining`: a handshake gets 503, nothing
+   * new is forwarded, /healthz answers 503 so that a balancer takes the
+   * gateway out); when graceful, wait for each connection's requests in
+   * flight; close every connection with 1001; then the listener (/healthz
+   * answers until here); then the UDP port; the host (and its NATS
+   * connection) last, since in-flight replies arrive through it.
    */
   const stop = (graceful: boolean): Promise<void> =>
     (stopping ??= (async () => {
       clearInterval(heartbeat);
       draining = true;
-      server.close();
       if (graceful) {
         const deadline = clock.now() + limits.requestTimeoutMs;
         while (clock.now() < deadline) {
@@ -360,9 +414,12 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
       for (const ws of wss.clients) ws.terminate();
       connections.clear();
       wss.close();
+      server.close();
       server.closeAllConnections();
       udp?.close();
       udpKeys.clear();
+      stopWatching();
+      for (const r of routes.values()) r.close();
       await host.close();
       resolveClosed(undefined);
     })());
@@ -379,4 +436,14 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     [Symbol.asyncDispose]: () => stop(false),
   };
   return gateway;
+}
+
+/**
+ * A session as the `status` frame shows it (PROTOCOL.md, "status"): named
+ * fields, so that a change of the runtime's record does not change the wire.
+ */
+function sessionStatus(owner: OwnerRecord | undefined) {
+  if (!owner) return null;
+  const { actor, primary, standby, epoch, term } = owner;
+  return { actor, primary, standby, epoch, term, closed: owner.closed === true };
 }

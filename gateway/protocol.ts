@@ -3,8 +3,9 @@
  * layouts that the gateway and the SDK share. gateway/PROTOCOL.md is the
  * normative description; this file must agree with it.
  *
- * Browser-safe: it imports nothing, so the SDK can use it in any runtime.
+ * Browser-safe: it imports nothing at run time, so the SDK can use it in any runtime.
  */
+import type { Operation } from 'fast-json-patch';
 
 /** The protocol version a hello names and a welcome confirms. */
 export const PROTOCOL_VERSION = 1;
@@ -34,6 +35,8 @@ export const CloseCode = {
   forbidden: 4403,
   /** No such session on the mesh (or its actor is not one this gateway serves). */
   unknownSession: 4404,
+  /** The session ended (`ctx.close()`, `closeSession`, `ftmesh session close`). */
+  sessionClosed: 4410,
   /** No hello within `helloTimeoutMs`. */
   helloTimeout: 4408,
   /** The client does not read fast enough: its send buffer passed `maxBufferedBytes`. */
@@ -49,6 +52,7 @@ export const terminalCloseCodes: ReadonlySet<number> = new Set([
   CloseCode.tokenExpired,
   CloseCode.forbidden,
   CloseCode.unknownSession,
+  CloseCode.sessionClosed,
 ]);
 
 /** Codes of error frames. */
@@ -59,6 +63,8 @@ export const ErrorCode = {
   unknownFrameType: 'unknown_frame_type',
   /** The session's actor has no handler of this name; nothing was forwarded. */
   unknownMessageType: 'unknown_message_type',
+  /** The handler is internal (not in the actor's `clientHandlers`); nothing was forwarded. */
+  notCallable: 'not_callable',
   /** The payload fails the actor's check of this message type; nothing was forwarded. */
   invalidMessage: 'invalid_message',
   /** Over the client's request rate; resend the same id after `retryAfterMs`. */
@@ -93,7 +99,10 @@ export interface Limits {
   maxDatagramBytes: number;
   /** Sustained requests per second per client id (default 1,000). */
   requestsPerSecond: number;
-  /** Requests a client may send at once above the sustained rate (default 200). */
+  /**
+   * Requests a client may send at once above the sustained rate (default 256).
+   * At least `maxInFlight`: a client that reconnects re-sends up to that many at once.
+   */
   requestBurst: number;
   /** Sustained datagrams per second per client id (default 2,000). */
   datagramsPerSecond: number;
@@ -116,7 +125,7 @@ export const defaultLimits: Readonly<Limits> = Object.freeze({
   maxFrameBytes: 65_536,
   maxDatagramBytes: 1_200,
   requestsPerSecond: 1_000,
-  requestBurst: 200,
+  requestBurst: 256,
   datagramsPerSecond: 2_000,
   datagramBurst: 400,
   maxInFlight: 256,
@@ -134,6 +143,12 @@ export const clientIdPattern = /^[A-Za-z0-9_-]{1,64}$/;
 
 /** A session id (`sid`), as the runtime allows: 1-128 of A-Z a-z 0-9 _ - */
 export const sessionIdPattern = /^[A-Za-z0-9_-]{1,128}$/;
+
+/** A connection id, as a welcome names it and a hello's `previous` repeats it. */
+export const connectionIdPattern = /^[A-Za-z0-9_-]{1,64}\.[a-z0-9]{1,12}$/;
+
+/** An actor name (`defineActor`), as the `actor` claim names it. */
+export const actorNamePattern = /^[A-Za-z0-9_-]{1,64}$/;
 
 /** First byte of every datagram of protocol v1 (UDP both ways, and WebSocket binary frames to the client). */
 export const DATAGRAM_VERSION = 1;
@@ -201,7 +216,7 @@ export function fromBase64Url(text: string): Uint8Array {
 
 /** Frames a client sends. */
 export type ClientFrame =
-  | { type: 'hello'; v: number; token: string; sid?: string }
+  | { type: 'hello'; v: number; token: string; sid?: string; previous?: string }
   | { type: 'request'; id: string; name: string; payload?: unknown }
   | { type: 'ping'; id?: string }
   | { type: 'status'; id: string; sid?: string }
@@ -217,6 +232,11 @@ export interface Welcome {
   client: string;
   /** The session this connection reaches; absent for an operator token without one. */
   sid?: string;
+  /**
+   * This connection's id (`<gateway>.<n>`): a client that reconnects names it
+   * as `previous` in its next hello, so the session learns that connection left.
+   */
+  connection: string;
   role: 'client' | 'operator';
   /** The token's expiry (seconds since the epoch): the connection closes with 4402 then. */
   exp: number;
@@ -238,6 +258,10 @@ export type ServerFrame =
       retryAfterMs?: number;
     }
   | { type: 'event'; name: string; payload?: unknown }
+  /** The client's whole view of the session's state, at seq `seq` (on join). */
+  | { type: 'state'; seq: number; state: unknown }
+  /** RFC 6902 operations taking the client's view to the one at seq `seq`. */
+  | { type: 'patch'; seq: number; ops: Operation[] }
   | { type: 'pong'; id?: string };
 
 /**

@@ -8,10 +8,12 @@
  * `ws` package. It imports nothing from Node; UDP (Node only) is loaded on
  * demand. See gateway/PROTOCOL.md for the wire protocol it speaks.
  */
+import fastJsonPatch from 'fast-json-patch';
 import {
   ConnectionClosedError,
   DeadlineError,
   FrameTooLargeError,
+  GatewayUnreachableError,
   InvalidOptionError,
   QueueFullError,
   RequestError,
@@ -60,7 +62,13 @@ export interface ConnectOptions {
   requestTimeoutMs?: number;
   /** Unanswered requests kept for re-sending (default 1,000); beyond it `request` rejects with QueueFullError. */
   maxPending?: number;
-  /** Reconnection to the next gateway of the list. */
+  /**
+   * The first connection: `connect` rejects with GatewayUnreachableError when
+   * no gateway of the list welcomed the session within this long (default
+   * 5,000 ms). Once welcomed, losing a gateway is `reconnect`'s business.
+   */
+  connectTimeoutMs?: number;
+  /** Reconnection to the next gateway of the list, once a gateway welcomed the session. */
   reconnect?: {
     /** Delay before the second attempt; the first is immediate (default 50 ms). */
     initialDelayMs?: number;
@@ -113,7 +121,22 @@ export interface Session {
     payload?: unknown,
     options?: { timeoutMs?: number },
   ): Promise<T>;
-  /** Calls `fn` with every event of that name the actor emits (`'*'`: all); returns an unsubscribe. */
+  /**
+   * This client's view of the session's state (the actor's `view`), kept
+   * in sync by the gateway: the whole view on every (re)connection, then
+   * JSON Patches as it changes. Undefined until the first arrives, and for
+   * actors without a `view`.
+   */
+  readonly state: unknown;
+  /** The session seq the {@link state} is at (-1 before the first). */
+  readonly stateSeq: number;
+  /**
+   * Calls `fn` with every event of that name the actor emits (`'*'`: all);
+   * returns an unsubscribe. `'state'` is the state sync: `fn(state, how)`
+   * after every change of {@link state}, `how` being `'state'` for a whole
+   * view (on every connection) or `'patch'` (so an actor should not name an
+   * event `state`).
+   */
   on(event: string, fn: (payload: unknown, event: string) => void): () => void;
   /** Calls `fn` with every datagram forwarded to this client; returns an unsubscribe. */
   onDatagram(fn: (data: Uint8Array, from: string) => void): () => void;
@@ -189,7 +212,9 @@ async function loadWebSocket(
  * Connects to the first gateway of `urls` that answers and resolves with the
  * session once the gateway welcomed the client; on a gateway's loss it moves
  * to the next URL. Rejects with ConnectionClosedError when the token is
- * refused, the session is unknown, or no gateway answers within `giveUpAfterMs`.
+ * refused or the session is unknown, with GatewayUnreachableError (a
+ * ConnectionClosedError naming the URLs tried) when no gateway welcomed it
+ * within `connectTimeoutMs`.
  * @example
  * const session = await connect(['ws://gw-a:7700', 'ws://gw-b:7700'], { token });
  * session.on('said', (p) => console.log(p));
@@ -234,11 +259,15 @@ class SessionConnection implements Session {
   private readonly prefix = randomPrefix();
   private counter = 0;
   private readonly listeners = new Map<string, Set<(payload: unknown, event: string) => void>>();
+  state: unknown = undefined;
+  stateSeq = -1;
+  /** The id of the last connection welcomed, named in the next hello. */
+  private lastConnection: string | undefined;
   private readonly datagramListeners = new Set<(data: Uint8Array, from: string) => void>();
   private udp: { socket: UdpSocket; host: string; port: number; key: Uint8Array } | undefined;
   private udpSocket: Promise<UdpSocket> | undefined;
   private ticker: ReturnType<typeof setInterval> | undefined;
-  private state: 'connecting' | 'open' | 'closed' = 'connecting';
+  private phase: 'connecting' | 'open' | 'closed' = 'connecting';
   private firstWelcome: { resolve: () => void; reject: (e: Error) => void } | undefined;
   private resolveClosed: (e: ConnectionClosedError | undefined) => void = () => undefined;
   private readonly closedPromise = new Promise<ConnectionClosedError | undefined>(
@@ -249,7 +278,11 @@ class SessionConnection implements Session {
   private readonly initialDelayMs: number;
   private readonly maxDelayMs: number;
   private readonly giveUpAfterMs: number;
+  private readonly connectTimeoutMs: number;
   private readonly pingIntervalMs: number;
+  /** Gateways tried before the first welcome, and how the last attempt ended: for GatewayUnreachableError. */
+  private readonly tried = new Set<string>();
+  private lastLoss = { code: 0, reason: '' };
 
   constructor(
     private readonly urls: string[],
@@ -262,15 +295,16 @@ class SessionConnection implements Session {
     this.initialDelayMs = options.reconnect?.initialDelayMs ?? 50;
     this.maxDelayMs = options.reconnect?.maxDelayMs ?? 2_000;
     this.giveUpAfterMs = options.reconnect?.giveUpAfterMs ?? 30_000;
+    this.connectTimeoutMs = options.connectTimeoutMs ?? 5_000;
     this.pingIntervalMs = options.pingIntervalMs ?? 5_000;
   }
 
   get connected(): boolean {
-    return this.state === 'open' && this.welcome !== undefined;
+    return this.phase === 'open' && this.welcome !== undefined;
   }
 
   private get isClosed(): boolean {
-    return this.state === 'closed';
+    return this.phase === 'closed';
   }
 
   get pending(): number {
@@ -345,7 +379,7 @@ class SessionConnection implements Session {
   // ---- requests --------------------------------------------------------------------------
 
   private call<T>(build: (id: string) => object, timeoutMs?: number): Promise<T> {
-    if (this.state === 'closed')
+    if (this.phase === 'closed')
       return Promise.reject(new ConnectionClosedError('the session is closed', 0));
     if (this.pendingById.size >= this.maxPending)
       return Promise.reject(
@@ -442,6 +476,16 @@ class SessionConnection implements Session {
           for (const fn of this.listeners.get(key) ?? []) fn(f.payload, f.name);
         return;
       }
+      case 'state':
+      case 'patch': {
+        if (f.type === 'state') this.state = f.state;
+        else if (this.state === undefined)
+          return; // a patch before any state: not from a v1 gateway
+        else this.state = fastJsonPatch.applyPatch(this.state, f.ops, false, false).newDocument;
+        this.stateSeq = f.seq;
+        for (const fn of this.listeners.get('state') ?? []) fn(this.state, f.type);
+        return;
+      }
       default:
         return; // pong, and frame types of later versions
     }
@@ -449,6 +493,7 @@ class SessionConnection implements Session {
 
   private onWelcome(w: Welcome): void {
     this.welcome = w;
+    if (typeof w.connection === 'string') this.lastConnection = w.connection;
     // A margin below the gateway's own bucket: frames bunch up on the way there.
     this.pace = new TokenBucket(
       w.limits.requestsPerSecond * 0.9,
@@ -488,10 +533,11 @@ class SessionConnection implements Session {
   // ---- the connection --------------------------------------------------------------------
 
   private async open(): Promise<void> {
-    if (this.state === 'closed') return;
-    this.state = 'connecting';
+    if (this.phase === 'closed') return;
+    this.phase = 'connecting';
     this.welcome = undefined;
     this.url = this.urls[this.urlIndex % this.urls.length]!;
+    if (!this.connectedOnce) this.tried.add(this.url);
     let token: string;
     try {
       token =
@@ -525,6 +571,8 @@ class SessionConnection implements Session {
           v: PROTOCOL_VERSION,
           token,
           ...(this.options.sid ? { sid: this.options.sid } : {}),
+          // The connection this one replaces: the session learns it left.
+          ...(this.lastConnection ? { previous: this.lastConnection } : {}),
         }),
       );
     };
@@ -538,7 +586,7 @@ class SessionConnection implements Session {
         } catch {
           return;
         }
-        if (f.type === 'welcome') this.state = 'open';
+        if (f.type === 'welcome') this.phase = 'open';
         this.onServerFrame(f);
       } else {
         const bytes = data instanceof ArrayBuffer ? new Uint8Array(data) : (data as Uint8Array);
@@ -556,10 +604,10 @@ class SessionConnection implements Session {
     const ws = this.ws;
     this.ws = undefined;
     if (ws) this.abandon(ws);
-    if (this.state === 'closed') return;
+    if (this.phase === 'closed') return;
     const wasOpen = this.welcome !== undefined;
     this.welcome = undefined;
-    this.state = 'connecting';
+    this.phase = 'connecting';
     this.inFlight = 0;
     for (const p of this.pendingById.values()) p.sent = false;
     if (wasOpen) this.disconnectedAt = Date.now();
@@ -569,7 +617,11 @@ class SessionConnection implements Session {
       return this.finish(
         new ConnectionClosedError(`the gateway closed the connection: ${code} ${reason}`, code),
       );
-    if (Date.now() - this.disconnectedAt > this.giveUpAfterMs)
+    this.lastLoss = { code, reason };
+    if (!this.connectedOnce) {
+      if (Date.now() - this.disconnectedAt >= this.connectTimeoutMs)
+        return this.finish(this.unreachable());
+    } else if (Date.now() - this.disconnectedAt > this.giveUpAfterMs)
       return this.finish(
         new ConnectionClosedError(
           `no gateway answered for ${this.giveUpAfterMs} ms (last: ${code} ${reason})`,
@@ -588,6 +640,19 @@ class SessionConnection implements Session {
       this.reconnectAt = 0;
       void this.open();
     }
+  }
+
+  /** The error of a session no gateway ever welcomed within `connectTimeoutMs`. */
+  private unreachable(): GatewayUnreachableError {
+    const last = this.ws
+      ? `${this.url} has not welcomed it`
+      : `${this.lastLoss.code} ${this.lastLoss.reason}`.trim();
+    const urls = [...this.tried];
+    return new GatewayUnreachableError(
+      `no gateway welcomed the session within ${this.connectTimeoutMs} ms; tried ${urls.join(', ')} (last: ${last})`,
+      urls,
+      this.lastLoss.code,
+    );
   }
 
   private abandon(ws: WebSocketLike): void {
@@ -613,7 +678,10 @@ class SessionConnection implements Session {
         this.queue.push(id);
       }
     }
-    if (this.state === 'closed') return;
+    if (this.phase === 'closed') return;
+    // Before the first welcome, whatever the attempt is doing (refused, backing off, no answer).
+    if (!this.connectedOnce && now - this.disconnectedAt >= this.connectTimeoutMs)
+      return this.finish(this.unreachable());
     if (this.reconnectAt && now >= this.reconnectAt) {
       this.reconnectAt = 0;
       void this.open();
@@ -640,8 +708,8 @@ class SessionConnection implements Session {
   }
 
   private finish(err: ConnectionClosedError | undefined): void {
-    if (this.state === 'closed') return;
-    this.state = 'closed';
+    if (this.phase === 'closed') return;
+    this.phase = 'closed';
     clearInterval(this.ticker);
     const ws = this.ws;
     this.ws = undefined;
@@ -686,7 +754,7 @@ class SessionConnection implements Session {
       return socket;
     })();
     const socket = await this.udpSocket;
-    if (this.state === 'closed') return; // finish() closes it
+    if (this.phase === 'closed') return; // finish() closes it
     const key = fromBase64Url(info.key);
     this.udp = { socket, host, port: info.port, key };
     // An empty datagram tells the gateway where to send ours; sent twice, UDP may drop one.

@@ -1,16 +1,28 @@
-import type { ActorDefinition, SessionClient } from '../runtime/index.ts';
-import { encodeClientDatagram, jsonReplacer, ErrorCode } from './protocol.ts';
+import fastJsonPatch from 'fast-json-patch';
+import {
+  ClosedError,
+  SessionMirror,
+  type ActorDefinition,
+  type FtmError,
+  type LeaveReason,
+  type SessionClient,
+} from '../runtime/index.ts';
+import { CloseCode, encodeClientDatagram, jsonReplacer, ErrorCode } from './protocol.ts';
 
 /** What a route needs from a client connection: the gateway's connections implement it. */
 export interface RouteMember {
   /** The client id (token `sub`). */
   readonly clientId: string;
+  /** This connection's id, unique across gateways (`<gateway>.<n>`). */
+  readonly connectionId: string;
   /** Requests this connection waits on, by namespaced id. */
   readonly waiting: Set<string>;
   /** Sends a text frame already encoded; false when the connection is closing. */
   sendText(frame: Buffer): boolean;
   /** Sends a datagram to the client (UDP when its address is known, else WebSocket); may drop. */
   sendDatagram(frame: Uint8Array): void;
+  /** Closes the client's connection with `code`. */
+  close(code: number, reason: string): void;
 }
 
 /** Counters a route updates; the gateway owns them. */
@@ -36,6 +48,9 @@ type InFlight = { id: string; waiters: Set<RouteMember> };
 export class SessionRoute {
   readonly members = new Set<RouteMember>();
   private readonly inFlight = new Map<string, InFlight>();
+  /** The view each member was last sent (JSON), once it has had its first. */
+  private readonly views = new Map<RouteMember, unknown>();
+  private mirror: SessionMirror | undefined;
 
   constructor(
     readonly sid: string,
@@ -43,10 +58,97 @@ export class SessionRoute {
     private readonly client: SessionClient,
     private readonly counters: RouteCounters,
     private readonly requestTimeoutMs: number,
+    private readonly onError: (err: Error) => void,
   ) {
     // One listener each for the session's life on this gateway, fanned out to its members.
-    client.onEvent((name, payload) => this.broadcast(name, payload));
+    client.onEvent((name, payload, to) => this.broadcast(name, payload, to));
     client.onDatagram((data, from, to) => this.forwardDatagram(data, from, to));
+  }
+
+  /**
+   * A client's connection to the session opened (after its welcome): the
+   * actor's `onJoin` runs (a replicated input from the client), and the
+   * client gets its view once the session's state is known here. A client
+   * back after a lost connection names it (`previous`): its leave goes
+   * first, under the id its own gateway would have used, so it is applied
+   * once even when that gateway sent it too, and at all when it died.
+   */
+  join(member: RouteMember, previous?: string): void {
+    this.members.add(member);
+    if (this.actor.onLeave && previous)
+      this.lifecycle(member.clientId, `$leave.${previous}`, '$leave', { reason: 'lost' });
+    if (this.actor.onJoin)
+      this.lifecycle(member.clientId, `$join.${member.connectionId}`, '$join', {});
+    if (this.actor.view) {
+      this.mirror ??= new SessionMirror(
+        this.client,
+        (state, seq) => this.syncViews(state, seq),
+        (err: FtmError) => this.onError(err),
+      );
+      if (this.mirror.state !== undefined)
+        this.syncView(member, this.mirror.state, this.mirror.seq);
+    }
+  }
+
+  /** The session was closed: every member's connection ends with 4410. */
+  ended(): void {
+    for (const m of [...this.members]) m.close(CloseCode.sessionClosed, 'the session ended');
+    this.close();
+  }
+
+  /** Stops the route's state sync (the session ended, or the gateway stops). */
+  close(): void {
+    this.mirror?.close();
+    this.mirror = undefined;
+  }
+
+  /**
+   * Sends a lifecycle input of client `clientId` (its ids hold a `$`, which a
+   * client's request ids never do; applied once: the id is resent as is
+   * across a failover).
+   */
+  private lifecycle(clientId: string, id: string, type: string, extra: object): void {
+    this.client
+      .request(
+        type,
+        { client: clientId, ...extra },
+        { requestId: `${clientId}.${id}`, timeoutMs: this.requestTimeoutMs, sender: clientId },
+      )
+      .catch((err: unknown) => {
+        // The gateway is stopping: the input went out, its answer is not needed.
+        if (err instanceof ClosedError) return;
+        this.onError(
+          new Error(`${this.sid}: ${type} of ${clientId} failed: ${(err as Error).message}`),
+        );
+      });
+  }
+
+  private syncViews(state: object, seq: number): void {
+    for (const m of this.members) this.syncView(m, state, seq);
+  }
+
+  /** Sends `member` its view: whole the first time, then the JSON Patch from the last one sent. */
+  private syncView(member: RouteMember, state: object, seq: number): void {
+    let view: unknown;
+    try {
+      // Plain JSON, as the client will hold it (Maps, Sets, bytes converted).
+      const raw = JSON.stringify(this.actor.view!(state, member.clientId) ?? null, jsonReplacer);
+      view = JSON.parse(raw);
+    } catch (err) {
+      return this.onError(
+        new Error(
+          `${this.actor.name}.view for ${member.clientId} threw: ${(err as Error).message}`,
+        ),
+      );
+    }
+    const before = this.views.get(member);
+    this.views.set(member, view);
+    if (before === undefined) {
+      member.sendText(Buffer.from(JSON.stringify({ type: 'state', seq, state: view })));
+      return;
+    }
+    const ops = fastJsonPatch.compare(before as object, view as object);
+    if (ops.length) member.sendText(Buffer.from(JSON.stringify({ type: 'patch', seq, ops })));
   }
 
   /** Requests in flight at this gateway for this session. */
@@ -69,7 +171,8 @@ export class SessionRoute {
     }
     const entry: InFlight = { id, waiters: new Set([member]) };
     this.inFlight.set(nsId, entry);
-    this.client.request(name, payload, { requestId: nsId, timeoutMs: this.requestTimeoutMs }).then(
+    const options = { requestId: nsId, timeoutMs: this.requestTimeoutMs, sender: member.clientId };
+    this.client.request(name, payload, options).then(
       (result) => {
         this.counters.replies++;
         this.settle(nsId, entry, { type: 'reply', id, result });
@@ -94,9 +197,18 @@ export class SessionRoute {
     this.client.sendDatagram(data, from);
   }
 
-  /** A member left: it no longer waits on anything (the requests stay in flight). */
-  leave(member: RouteMember): void {
-    this.members.delete(member);
+  /**
+   * A member left: it no longer waits on anything (the requests stay in
+   * flight), and the actor's `onLeave` runs with `reason` (none when the
+   * session itself ended).
+   */
+  leave(member: RouteMember, reason: LeaveReason | undefined): void {
+    if (!this.members.delete(member)) return;
+    this.views.delete(member);
+    if (this.actor.onLeave && reason)
+      this.lifecycle(member.clientId, `$leave.${member.connectionId}`, '$leave', { reason });
+    // Nobody here to sync a view to: stop following the session's commits.
+    if (!this.members.size) this.close();
     for (const nsId of member.waiting) this.inFlight.get(nsId)?.waiters.delete(member);
     member.waiting.clear();
   }
@@ -124,12 +236,19 @@ export class SessionRoute {
     }
   }
 
-  private broadcast(name: string, payload: unknown): void {
+  /** An event to every member, or (`to`) to the members of those client ids. */
+  private broadcast(name: string, payload: unknown, to: string[] | undefined): void {
     if (!this.members.size) return;
-    this.counters.events++;
-    // Encoded once for every member of this gateway.
-    const text = Buffer.from(JSON.stringify({ type: 'event', name, payload }, jsonReplacer));
-    for (const m of this.members) m.sendText(text);
+    let text: Buffer | undefined;
+    for (const m of this.members) {
+      if (to && !to.includes(m.clientId)) continue;
+      if (!text) {
+        // Encoded once for every member of this gateway.
+        text = Buffer.from(JSON.stringify({ type: 'event', name, payload }, jsonReplacer));
+        this.counters.events++;
+      }
+      m.sendText(text);
+    }
   }
 
   /** `to` empty: every client of the session but the sender; else that client only. */

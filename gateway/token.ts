@@ -1,6 +1,6 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { InvalidOptionError, TokenError } from './errors.ts';
-import { clientIdPattern, sessionIdPattern } from './protocol.ts';
+import { actorNamePattern, clientIdPattern, sessionIdPattern } from './protocol.ts';
 
 /**
  * Signed tokens: JWT (RFC 7519) in compact form, HS256 (HMAC-SHA256) only,
@@ -18,6 +18,11 @@ export interface TokenClaims {
   /** The one session this token reaches (required for clients, optional for operators). */
   sid?: string;
   role: Role;
+  /**
+   * Join-or-create: when the token's session does not exist, the gateway
+   * opens it with this actor (placed with a standby) instead of closing 4404.
+   */
+  actor?: string;
   /** Expiry, seconds since the epoch. */
   exp: number;
   /** Issued at, seconds since the epoch. */
@@ -36,6 +41,8 @@ export interface MintOptions {
   sid?: string;
   /** Default `client`. */
   role?: Role;
+  /** Lets the gateway open the session with this actor when it does not exist (join-or-create). */
+  actor?: string;
   /** Lifetime in seconds from now (default 3,600); ignored when `exp` is given. */
   ttlSeconds?: number;
   /** Expiry, seconds since the epoch. */
@@ -69,6 +76,9 @@ function assertClaims(c: Partial<TokenClaims>, fail: (why: string) => never): To
   if (c.sid !== undefined && (typeof c.sid !== 'string' || !sessionIdPattern.test(c.sid)))
     fail('sid must be 1-128 of A-Z a-z 0-9 _ -');
   if (c.role === 'client' && c.sid === undefined) fail('a client token must name its sid');
+  if (c.actor !== undefined && (typeof c.actor !== 'string' || !actorNamePattern.test(c.actor)))
+    fail('actor must be 1-64 of A-Z a-z 0-9 _ -');
+  if (c.actor !== undefined && c.sid === undefined) fail('a token with an actor must name its sid');
   if (typeof c.exp !== 'number' || !Number.isFinite(c.exp)) fail('exp must be a number');
   for (const k of ['iat', 'nbf'] as const)
     if (c[k] !== undefined && (typeof c[k] !== 'number' || !Number.isFinite(c[k])))
@@ -89,6 +99,7 @@ export function mintToken(options: MintOptions): string {
     sub: options.sub,
     ...(options.sid === undefined ? {} : { sid: options.sid }),
     role: options.role ?? 'client',
+    ...(options.actor === undefined ? {} : { actor: options.actor }),
     iat: now,
     exp: options.exp ?? now + (options.ttlSeconds ?? 3_600),
   };
