@@ -36,6 +36,7 @@ export default tseslint.config(
         setInterval: 'readonly',
         clearInterval: 'readonly',
         Atomics: 'readonly',
+        URL: 'readonly',
       },
     },
   },
