@@ -14,6 +14,7 @@ const isName = (p: unknown) =>
 export const room = defineActor<Room>({
   name: 'room',
   initialState: { participants: {}, said: 0 },
+  clientHandlers: ['join', 'leave', 'say'],
   messages: {
     join: isName,
     leave: isName,

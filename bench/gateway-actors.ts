@@ -11,6 +11,7 @@ export const benchActors = (['async', 'standby', 'durable'] as const).map((consi
     consistency,
     initialState: { n: 0, last: '' },
     messages: { inc: (p) => typeof p === 'string' || 'a string tag' },
+    clientHandlers: ['inc'],
     handlers: {
       inc(s, tag: string) {
         s.n += 1;
