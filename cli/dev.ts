@@ -124,7 +124,8 @@ export async function dev(argv: readonly string[]): Promise<void> {
         hostArgs: actorArgs,
         gatewayArgs: [...actorArgs, '--udp-port', '0'],
         env: { FTMESH_SECRET: secret },
-        onStderr: (name, line) => console.error(`[${name}] ${line}`),
+        // Once the whole mesh is going, what its hosts say about each other going is noise.
+        onStderr: (name, line) => void (stopping || console.error(`[${name}] ${line}`)),
       },
       say,
       () => stopping,
@@ -195,7 +196,7 @@ function printBanner(o: {
         `client token for ${actor} (session ${actor}-1): ${token('dev-user', { sid: `${actor}-1`, actor })}`,
     ),
     `operator token: ${token('dev-operator', { role: 'operator' })}`,
-    `connect:        connect(['${gw.url}'], { token }) with the SDK (gateway/sdk.ts)`,
+    `connect:        connect(['${gw.url}'], { token }) with the SDK: import { connect } from 'ftmesh/client'`,
     `watch:          ${ftmesh} status --nats ${o.nats.url}`,
     `crash a host:   kill -9 ${hosts[0]?.child.pid ?? 'PID'} (dev starts it again; status shows the failover)`,
     `try a failover: ${ftmesh} demo failover   (its own nats-server, hosts and gateway, ~10 s)`,
