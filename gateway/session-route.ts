@@ -143,7 +143,13 @@ export class SessionRoute {
     }
     const before = this.views.get(member);
     this.views.set(member, view);
-    if (before === undefined) {
+    // A patch changes what is inside a view: a first view, or one whose root is
+    // no longer the same kind of container, goes whole.
+    if (
+      before === undefined ||
+      !containerKind(view) ||
+      containerKind(before) !== containerKind(view)
+    ) {
       member.sendText(Buffer.from(JSON.stringify({ type: 'state', seq, state: view })));
       return;
     }
@@ -261,4 +267,10 @@ export class SessionRoute {
       m.sendDatagram(frame);
     }
   }
+}
+
+/** `array`, `object`, or `''` for a JSON value a patch cannot reach into. */
+function containerKind(value: unknown): string {
+  if (Array.isArray(value)) return 'array';
+  return typeof value === 'object' && value !== null ? 'object' : '';
 }

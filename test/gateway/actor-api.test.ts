@@ -54,6 +54,15 @@ const arena = defineActor<Arena>({
   view: (s, client) => ({ me: s.players[client] ?? null, count: Object.keys(s.players).length }),
 });
 
+/** A view whose root changes kind: an object, then a list, then a number. */
+const shifty = defineActor({
+  name: 'shifty',
+  initialState: { shape: 0 },
+  clientHandlers: ['next'],
+  handlers: { next: (s) => void (s.shape = (s.shape + 1) % 3) },
+  view: (s) => [{ shape: 'object' }, ['list'], 42][s.shape],
+});
+
 describe('the actor API through a gateway: sender, hooks, internal handlers, targeted events, views, close', function () {
   this.timeout(30_000);
   const nats = useNatsServer();
@@ -70,7 +79,7 @@ describe('the actor API through a gateway: sender, hooks, internal handlers, tar
     await mesh?.close();
   });
   afterEach(() => reported.assertNone());
-  const host = useHosts(() => nats.url, reported, { actors: [arena] });
+  const host = useHosts(() => nats.url, reported, { actors: [arena, shifty] });
 
   const join = async (sub: string, sid: string, actor: string | null = 'arena') => {
     const s = await connect([gw.url], {
@@ -89,7 +98,7 @@ describe('the actor API through a gateway: sender, hooks, internal handlers, tar
     await until(() => mesh.liveHosts().length === 2);
     gw = await createGateway({
       nats: nats.url,
-      actors: [arena],
+      actors: [arena, shifty],
       auth: { secret },
       udpPort: false,
       onError: reported.onError,
@@ -205,6 +214,21 @@ describe('the actor API through a gateway: sender, hooks, internal handlers, tar
     assert.deepEqual(bob.state, { me: { x: -2, joins: 1 }, count: 2 });
     assert.ok(changes.ann >= 1, 'ann saw her view change');
     assert.ok(changes.bob >= 1, 'bob saw his view change');
+  });
+
+  it('a view whose root changes kind is sent whole again', async () => {
+    const c = await join('cy', nextSid(), 'shifty');
+    const seen: unknown[] = [];
+    c.on('state', (state, how) => seen.push([how, state]));
+    await until(() => seen.length === 1);
+    for (let i = 0; i < 3; i++) await c.request('next');
+    await until(() => seen.length === 4);
+    assert.deepEqual(seen, [
+      ['state', { shape: 'object' }],
+      ['state', ['list']],
+      ['state', 42],
+      ['state', { shape: 'object' }],
+    ]);
   });
 
   it('ctx.close() runs onClose, closes every client with 4410 and the record', async () => {
