@@ -349,7 +349,9 @@ export class PrimarySession {
    * copy stops. Then the host closes the session.
    */
   commitLast(reason: 'closed' | 'requested'): Promise<void> {
-    if (this.phase !== 'serving' || !this.actor.onClose) return Promise.resolve();
+    // A suspended host publishes nothing until it re-read its record: no last word then.
+    if (this.phase !== 'serving' || this.suspended() || !this.actor.onClose)
+      return Promise.resolve();
     this.commit('', reservedTypes.close, { reason });
     return this.released(this.seq);
   }
