@@ -11,6 +11,7 @@
  */
 import { parseArgs } from 'node:util';
 import { createGateway } from '../gateway/index.ts';
+import { setupTelemetry } from '../cli/telemetry.ts';
 import { connectNats, createHost } from '../runtime/index.ts';
 import { ECHO_SUBJECT, allBenchActors } from './gateway-actors.ts';
 
@@ -21,6 +22,11 @@ async function main(): Promise<void> {
   });
   const role = positionals[0];
   if (!values.nats) throw new Error('pass --nats URL');
+  // OTEL_* from the benchmark (its --trace-overhead runs); off without an endpoint, as in the CLI.
+  const telemetry = await setupTelemetry({
+    name: `ftmesh-bench-${role ?? 'role'}`,
+    instance: values.id ?? String(process.pid),
+  });
   const stopped = new Promise<void>((resolve) => {
     process.once('SIGTERM', resolve);
     process.once('SIGINT', resolve);
@@ -38,6 +44,7 @@ async function main(): Promise<void> {
     console.log(`ready host ${host.id}`);
     await stopped;
     await host.close();
+    await telemetry.shutdown();
   } else if (role === 'gateway') {
     if (!values.secret) throw new Error('pass --secret S');
     const gw = await createGateway({
@@ -52,6 +59,7 @@ async function main(): Promise<void> {
     console.log(`ready gateway ${gw.id} ${gw.url} ${gw.udpPort}`);
     await stopped;
     await gw.close();
+    await telemetry.shutdown();
   } else if (role === 'echo') {
     const nc = await connectNats(values.nats);
     nc.subscribe(ECHO_SUBJECT, { callback: (_e, m) => void m.respond(m.data) });

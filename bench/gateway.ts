@@ -114,9 +114,10 @@ class Role {
     child.stderr!.resume();
     this.exited = new Promise((r) => child.once('exit', () => r()));
   }
-  static start(args: string[]): Role {
+  static start(args: string[], env: Readonly<Record<string, string>> = {}): Role {
     const child = spawn(process.execPath, ['--import', 'tsx', 'bench/gateway-roles.ts', ...args], {
       cwd: REPO_ROOT,
+      env: { ...process.env, ...env },
       // stdin: a pipe the child watches, so that it exits when this process dies.
       stdio: ['pipe', 'pipe', 'pipe'],
     });
@@ -145,7 +146,7 @@ class Role {
   }
 }
 
-async function throughput(session: Session, total: number, window: number): Promise<number> {
+export async function throughput(session: Session, total: number, window: number): Promise<number> {
   let next = 0;
   const t = performance.now();
   const worker = async () => {
@@ -156,16 +157,23 @@ async function throughput(session: Session, total: number, window: number): Prom
 }
 
 /** A nats-server, host processes, a gateway process and a control host (capacity 0) here. */
-type Mesh = {
+export type Mesh = {
   url: string;
   control: MeshClient;
   hosts: Map<string, Role>;
+  /** The pids of every role process (hosts, gateway, extras). */
+  pids: number[];
   /** Connects an SDK session (closed with the mesh). */
   open(sub: string, sid: string, udp?: boolean): Promise<Session>;
   stop(): Promise<void>;
 };
 
-async function startMesh(hostIds: string[], extra: string[][] = []): Promise<Mesh> {
+/** Starts a mesh; `env` goes to every role process (the tracing-overhead runs set OTEL_* there). */
+export async function startMesh(
+  hostIds: string[],
+  extra: string[][] = [],
+  env: Readonly<Record<string, string>> = {},
+): Promise<Mesh> {
   const server = await startNatsServer();
   const roles: Role[] = [];
   const sessions: Session[] = [];
@@ -179,9 +187,12 @@ async function startMesh(hostIds: string[], extra: string[][] = []): Promise<Mes
   };
   try {
     const hosts = new Map(
-      hostIds.map((id) => [id, Role.start(['host', '--nats', server.url, '--id', id])]),
+      hostIds.map((id) => [id, Role.start(['host', '--nats', server.url, '--id', id], env)]),
     );
-    const gw = Role.start(['gateway', '--nats', server.url, '--id', 'gb-gw', '--secret', SECRET]);
+    const gw = Role.start(
+      ['gateway', '--nats', server.url, '--id', 'gb-gw', '--secret', SECRET],
+      env,
+    );
     roles.push(
       ...hosts.values(),
       gw,
@@ -203,6 +214,7 @@ async function startMesh(hostIds: string[], extra: string[][] = []): Promise<Mes
       url: server.url,
       control: c,
       hosts,
+      pids: roles.flatMap((r) => (r.child.pid === undefined ? [] : [r.child.pid])),
       async open(sub, sid, udp = false) {
         const s = await connect(url, { token: mintToken({ secret: SECRET, sub, sid }), udp });
         sessions.push(s);

@@ -1,7 +1,8 @@
 /**
  * Benchmarks. `npm run bench -- replication|codec|failover|gateway|idle|detector [--quick] [--json]`
  * (idle also takes `--hosts N[,M...]`, default 3,20; detector `--minutes M`, `--trace FILE`
- * and `--window FROM-TO` in minutes).
+ * and `--window FROM-TO` in minutes; replication and gateway `--trace-overhead`: the hot
+ * path with tracing off and on, bench/trace-overhead.ts).
  *
  * replication: request -> transaction -> released reply latency through the
  * host API per consistency mode, next to a raw NATS request/reply measured in
@@ -19,6 +20,12 @@ import { formatFailoverReport, runFailoverBench, type FailoverReport } from './f
 import { formatGatewayReport, runGatewayBench, type GatewayReport } from './gateway.ts';
 import { formatIdleReport, parseHostCounts, runIdleBench, type IdleReport } from './idle.ts';
 import { stats, timeEach } from './stats.ts';
+import {
+  formatTraceOverhead,
+  gatewayTraceOverhead,
+  replicationTraceOverhead,
+  type TraceOverheadReport,
+} from './trace-overhead.ts';
 
 const { positionals, values } = parseArgs({
   allowPositionals: true,
@@ -29,8 +36,10 @@ const { positionals, values } = parseArgs({
     minutes: { type: 'string' },
     trace: { type: 'string' },
     window: { type: 'string' },
+    'trace-overhead': { type: 'boolean' },
   },
 });
+const traceOverhead = values['trace-overhead'] === true;
 
 async function replication(): Promise<Record<string, unknown>> {
   const quick = values.quick === true;
@@ -97,10 +106,14 @@ async function replication(): Promise<Record<string, unknown>> {
 }
 
 const benches: Record<string, () => Promise<Record<string, unknown>>> = {
-  replication,
+  replication: () =>
+    traceOverhead ? replicationTraceOverhead(values.quick === true) : replication(),
   codec: () => Promise.resolve().then(() => runCodecBench({ quick: values.quick === true })),
   failover: () => runFailoverBench({ quick: values.quick === true }),
-  gateway: () => runGatewayBench(values.quick === true),
+  gateway: () =>
+    traceOverhead
+      ? gatewayTraceOverhead(values.quick === true)
+      : runGatewayBench(values.quick === true),
   // parseHostCounts throws on a bad --hosts: inside then(), that is a rejection like any failure.
   idle: () =>
     Promise.resolve().then(() =>
@@ -125,6 +138,10 @@ const tables: Record<string, (r: Record<string, unknown>) => string> = {
   detector: (r) => formatDetectorReport(r as DetectorReport, values.quick === true),
 };
 const name = positionals[0] ?? 'replication';
+if (traceOverhead && name !== 'replication' && name !== 'gateway') {
+  console.error('--trace-overhead is an option of replication and gateway');
+  process.exit(2);
+}
 const bench = benches[name];
 if (!bench) {
   console.error(`unknown benchmark ${name}: use ${Object.keys(benches).join(', ')}`);
@@ -132,7 +149,9 @@ if (!bench) {
 } else {
   bench()
     .then((r) => {
-      const table = tables[name];
+      const table = traceOverhead
+        ? (x: Record<string, unknown>) => formatTraceOverhead(x as TraceOverheadReport)
+        : tables[name];
       if (!values.json && table) console.log(table(r));
       else if (!values.json)
         for (const [k, v] of Object.entries(r)) console.log(k, JSON.stringify(v));

@@ -99,11 +99,13 @@ async function killPrimary(d: Demo, k: number, kills: number): Promise<Facts['fa
     epoch: record.epoch,
     detected_ms: ms(record.detectedAt),
   };
+  if (record.traceId) timeline.trace_id = record.traceId;
   if (record.promotedAt !== undefined) timeline.promoted_ms = ms(record.promotedAt);
   if (record.firstReplyAt !== undefined) timeline.first_reply_ms = ms(record.firstReplyAt);
   d.say(
     `  detected +${timeline.detected_ms} ms (${timeline.cause}), promoted +${timeline.promoted_ms} ms, ` +
-      `first reply +${timeline.first_reply_ms} ms, by ${timeline.to} in epoch ${timeline.epoch} (ms after the kill)`,
+      `first reply +${timeline.first_reply_ms} ms, by ${timeline.to} in epoch ${timeline.epoch} (ms after the kill)` +
+      (record.traceId ? `; trace ${record.traceId}` : ''),
   );
   // A standby again for the next kill: the killed host comes back (at a low priority while it starts).
   const restarting = Date.now();

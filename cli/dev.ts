@@ -121,8 +121,9 @@ export async function dev(argv: readonly string[]): Promise<void> {
       {
         nats: nats.url,
         mesh,
-        hostArgs: actorArgs,
-        gatewayArgs: [...actorArgs, '--udp-port', '0'],
+        // The dashboard's kill button crashes a host on request: dev's hosts allow it.
+        hostArgs: [...actorArgs, '--allow-crash'],
+        gatewayArgs: [...actorArgs, '--udp-port', '0', '--dashboard'],
         env: { FTMESH_SECRET: secret },
         // Once the whole mesh is going, what its hosts say about each other going is noise.
         onStderr: (name, line) => void (stopping || console.error(`[${name}] ${line}`)),
@@ -183,6 +184,12 @@ function printBanner(o: {
   const token = (sub: string, extra: { sid?: string; actor?: string; role?: 'operator' }) =>
     mintToken({ secret: o.secret, sub, ttlSeconds: TOKEN_TTL_SECONDS, ...extra });
   const hosts = [...o.fleet.hosts.values()].sort((a, b) => a.id.localeCompare(b.id));
+  const clientTokens = new Map(
+    o.actors.map((actor) => [actor, token('dev-user', { sid: `${actor}-1`, actor })]),
+  );
+  const operatorToken = token('dev-operator', { role: 'operator' });
+  const page = gw.url.replace(/^ws/, 'http');
+  const game = clientTokens.get('game');
   const lines = [
     `ftmesh dev: a local mesh, every part its own process`,
     `  nats      ${o.nats.url}${o.nats.pid === undefined ? ' (given)' : ` (nats-server pid ${o.nats.pid})`}`,
@@ -191,11 +198,18 @@ function printBanner(o: {
     `gateway ${gw.url} (pid ${gw.child.pid})`,
     `secret: ${o.secretGiven ? 'from --secret / FTMESH_SECRET' : 'random for this run (set FTMESH_SECRET to keep tokens valid across runs)'}`,
     `client tokens (24 h; the session opens on the first connect if it does not exist):`,
-    ...o.actors.map(
-      (actor) =>
-        `client token for ${actor} (session ${actor}-1): ${token('dev-user', { sid: `${actor}-1`, actor })}`,
+    ...[...clientTokens].map(
+      ([actor, t]) => `client token for ${actor} (session ${actor}-1): ${t}`,
     ),
-    `operator token: ${token('dev-operator', { role: 'operator' })}`,
+    `operator token: ${operatorToken}`,
+    `dashboard:      ${page}/dashboard/#token=${operatorToken}`,
+    `                (hosts, sessions, failover timelines; "kill primary" SIGKILLs a session's host)`,
+    ...(game
+      ? [
+          `demo:           ${page}/demo/#token=${game}`,
+          `                (the game room in the browser: arrow keys; kill its primary from the dashboard)`,
+        ]
+      : []),
     `connect:        connect(['${gw.url}'], { token }) with the SDK: import { connect } from 'ftmesh/client'`,
     `watch:          ${ftmesh} status --nats ${o.nats.url}`,
     `crash a host:   kill -9 ${hosts[0]?.child.pid ?? 'PID'} (dev starts it again; status shows the failover)`,

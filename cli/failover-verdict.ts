@@ -19,6 +19,8 @@ export interface Timeline {
   reprotected_ms?: number;
   /** The longest a client waited between two replies around this kill. */
   max_gap_ms?: number;
+  /** The failover's trace id, when the new primary traced it (OTEL_EXPORTER_OTLP_ENDPOINT set). */
+  trace_id?: string;
 }
 
 /** What the command saw, for {@link judge}. */
@@ -52,6 +54,8 @@ export interface Verdict {
   reconnects: number;
   state_equal: boolean;
   timelines: Timeline[];
+  /** The trace id of each failover the hosts traced (empty when tracing was off). */
+  trace_ids: string[];
   unexpected_exits?: string[];
   error?: string;
 }
@@ -129,6 +133,7 @@ export function judge(f: Facts): Verdict {
     reconnects,
     state_equal: f.stateEqual,
     timelines,
+    trace_ids: timelines.flatMap((t) => (t.trace_id ? [t.trace_id] : [])),
     ...(f.unexpectedExits.length ? { unexpected_exits: [...f.unexpectedExits] } : {}),
     ...(error === undefined ? {} : { error }),
   };
@@ -143,7 +148,8 @@ export function verdictLines(v: Verdict, lastRequestError: string | undefined): 
   v.timelines.forEach((t, i) =>
     lines.push(
       `  ${i + 1}. ${t.victim}→${t.to} ${t.cause}: detected ${ms(t.detected_ms)}, promoted ${ms(t.promoted_ms)}, ` +
-        `first reply ${ms(t.first_reply_ms)}, re-protected ${ms(t.reprotected_ms)}; longest client gap ${t.max_gap_ms} ms`,
+        `first reply ${ms(t.first_reply_ms)}, re-protected ${ms(t.reprotected_ms)}; longest client gap ${t.max_gap_ms} ms` +
+        (t.trace_id ? `; trace ${t.trace_id}` : ''),
     ),
   );
   lines.push(

@@ -4,6 +4,7 @@ import { StartupError, firstLine } from './errors.ts';
 import { actorSurface, loadActors } from './load-actors.ts';
 import { checkNats } from './nats-check.ts';
 import { listenForStop } from './stop-signal.ts';
+import { setupTelemetry } from './telemetry.ts';
 
 /**
  * `ftmesh gateway`: the client-facing process. Prints
@@ -22,6 +23,7 @@ const spec = {
     'udp-port': { type: 'string' },
     bind: { type: 'string' },
     secret: { type: 'string' },
+    dashboard: { type: 'boolean' },
   },
 } as const;
 
@@ -39,6 +41,12 @@ export async function gateway(argv: readonly string[]): Promise<void> {
 
   const { actors } = await loadActors(values.actors ?? []);
   await checkNats(nats);
+  // OpenTelemetry from the OTEL_* variables (off without an endpoint), before the gateway's instruments exist.
+  const telemetry = await setupTelemetry({
+    name: 'ftmesh-gateway',
+    instance: id ?? `pid-${process.pid}`,
+  });
+  if (telemetry.summary) console.error(telemetry.summary);
 
   // Errors reported while starting are the start's failure, said once by the caller.
   let started = false;
@@ -57,9 +65,11 @@ export async function gateway(argv: readonly string[]): Promise<void> {
       bind,
       onError,
       ...(id ? { id } : {}),
+      ...(values.dashboard ? { dashboard: true } : {}),
     });
   } catch (err) {
     stop.dispose();
+    await telemetry.shutdown();
     const e = err as NodeJS.ErrnoException & { port?: number; syscall?: string };
     if (e.code === 'EADDRINUSE') {
       const which = e.syscall === 'bind' ? `--udp-port ${udpPort}` : `--port ${port}`;
@@ -77,6 +87,10 @@ export async function gateway(argv: readonly string[]): Promise<void> {
   console.log(
     `gateway ${gw.id} actors ${actors.map((a) => a.name).join(',')} surface ${actorSurface(actors)}`,
   );
+  if (values.dashboard) {
+    const http = gw.url.replace(/^ws/, 'http');
+    console.log(`dashboard ${http}/dashboard/ demo ${http}/demo/`);
+  }
   console.log(`ready gateway ${gw.id} ${gw.url} udp ${gw.udpPort ?? 'off'}`);
 
   await stop.requested;
@@ -95,5 +109,6 @@ export async function gateway(argv: readonly string[]): Promise<void> {
       ]);
   if (!drained) await gw.close();
   console.log(`${drained ? 'drained' : 'stopped'} ${JSON.stringify(gw.stats())}`);
+  await telemetry.shutdown();
   stop.dispose();
 }

@@ -43,16 +43,20 @@ Look and act:
 ${exitCodes}
 
 Environment: FTMESH_NATS (default --nats), FTMESH_SECRET (gateway and token secret),
-NATS_SERVER_BIN (the nats-server binary dev and demo start).`,
+NATS_SERVER_BIN (the nats-server binary dev and demo start),
+OTEL_EXPORTER_OTLP_ENDPOINT and the other OTEL_* variables (host and gateway export
+traces and metrics over OTLP/HTTP; off without an endpoint).`,
 
   dev: `Usage: ftmesh dev [--actors MODULE...] [--nats URL] [--hosts N] [--port N] [--secret S]
 
 Runs a local mesh for development, every part its own process: a nats-server
 with JetStream (unless --nats), N hosts and a gateway. Prints the gateway's URL,
 a client token per actor (a client connecting with one opens its session if it
-does not exist), an operator token, and what to try next. When a file next to
-an --actors module changes, the hosts restart one at a time, each drained first,
-so sessions live through the reload; then the gateway, if the actors changed.
+does not exist), an operator token, links to the dashboard and the game demo
+page (their tokens in the link), and what to try next. Its hosts run with
+--allow-crash (the dashboard's kill button). When a file next to an --actors
+module changes, the hosts restart one at a time, each drained first, so
+sessions live through the reload; then the gateway, if the actors changed.
 A child that dies is reported and started again. Ctrl-C (or SIGTERM) stops
 every process dev started, and dev exits 0.
 
@@ -119,6 +123,8 @@ ${actorsOption}
   --heartbeat-timeout MS   shortest silence that raises a suspicion (default 15)
   --drain-timeout MS  how long a drain may take before the host stops (default 30000)
   --trace             print every ownership decision, timed, on stderr
+  --allow-crash       let an operator crash this process (SIGKILL) on request, from
+                      the dashboard; for development and demos only
 
 ${exitCodes}`,
 
@@ -137,6 +143,9 @@ ${actorsOption}
   --udp-port N|off    UDP port for datagrams (default 0: any free port)
   --bind ADDR         address to listen on (default 127.0.0.1)
   --secret S          token secret, 32 bytes at least (default: $FTMESH_SECRET)
+  --dashboard         also serve /dashboard/ (hosts, sessions, failover timelines;
+                      needs an operator token) and /demo/ (the game example in a
+                      browser) over HTTP on the WebSocket port
 
 ${exitCodes}`,
 

@@ -4,6 +4,7 @@ import { StartupError, firstLine } from './errors.ts';
 import { actorSurface, loadActors } from './load-actors.ts';
 import { checkNats } from './nats-check.ts';
 import { listenForStop } from './stop-signal.ts';
+import { setupTelemetry } from './telemetry.ts';
 
 /**
  * `ftmesh host`: one host process serving the user's actors. Prints
@@ -22,6 +23,7 @@ const spec = {
     'heartbeat-timeout': { type: 'string' },
     'drain-timeout': { type: 'string' },
     trace: { type: 'boolean' },
+    'allow-crash': { type: 'boolean' },
   },
 } as const;
 
@@ -70,6 +72,12 @@ export async function host(argv: readonly string[]): Promise<void> {
 
   const { actors } = await loadActors(values.actors ?? []);
   await checkNats(nats, { replicas, advisories: true });
+  // OpenTelemetry from the OTEL_* variables (off without an endpoint), before the host's instruments exist.
+  const telemetry = await setupTelemetry({
+    name: 'ftmesh-host',
+    instance: id ?? `pid-${process.pid}`,
+  });
+  if (telemetry.summary) console.error(telemetry.summary);
 
   const stop = listenForStop();
   let h: Host;
@@ -81,6 +89,8 @@ export async function host(argv: readonly string[]): Promise<void> {
       ...(id ? { hostId: id } : {}),
       ...(capacity === undefined ? {} : { capacity }),
       ...(heartbeatTimeoutMs === undefined ? {} : { heartbeatTimeoutMs }),
+      // The dashboard's kill button: a crash request SIGKILLs this process (dev passes it).
+      ...(values['allow-crash'] ? { allowCrash: true } : {}),
       ...(values.trace
         ? {
             trace: (line: string) =>
@@ -92,6 +102,7 @@ export async function host(argv: readonly string[]): Promise<void> {
     });
   } catch (err) {
     stop.dispose();
+    await telemetry.shutdown();
     throw startupError(err, nats, replicas, id);
   }
   // `dev` compares the surface line of a reloaded host with its gateway's.
@@ -114,5 +125,6 @@ export async function host(argv: readonly string[]): Promise<void> {
       ]);
   console.log(report ? `drained ${JSON.stringify(report)}` : `stopped ${h.id} without draining`);
   await h.close();
+  await telemetry.shutdown();
   stop.dispose();
 }

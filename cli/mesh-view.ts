@@ -1,19 +1,25 @@
-import { createClient, type FailoverRecord, type MeshClient } from '../runtime/index.ts';
+import {
+  createClient,
+  failoverTimeline,
+  hostSummaries,
+  recentFailovers,
+  sessionSummaries,
+  type FailoverRecord,
+  type FailoverTimeline,
+  type MeshClient,
+} from '../runtime/index.ts';
 import { firstLine } from './errors.ts';
 import { checkNats } from './nats-check.ts';
 
 /**
- * What `status` and `session list` show of the mesh, read through a mesh
- * client: hosts by their membership records, sessions by their ownership
- * records with each copy's seq (asked of primary and standby), failovers as
- * each new primary recorded them. JSON fields are snake_case, as every
- * `--json` output of the CLI.
+ * What `status` and `session list` show of the mesh: the runtime's mesh view
+ * (runtime/mesh-view.ts, which the gateway's `mesh` frame answers with too)
+ * as text and rows. JSON fields are snake_case, as every `--json` output of
+ * the CLI.
  */
 
 /** Control requests of the CLI wait this long: a host that does not answer is shown as such. */
 const REQUEST_TIMEOUT_MS = 2_000;
-/** Sessions inspected at once. */
-const INSPECT_CONCURRENCY = 16;
 
 /** Connects a mesh client after checking NATS (fails in seconds, with what to do). */
 export async function openMesh(nats: string): Promise<MeshClient> {
@@ -61,98 +67,62 @@ export interface FailoverRow {
   reprotected_ms?: number;
   replayed: number;
   standby?: string;
+  /** The failover's trace id, when the new primary traced it (OTEL_EXPORTER_OTLP_ENDPOINT set). */
+  trace_id?: string;
 }
 
 /** Every host the mesh has a record of, live ones first. */
 export function hostRows(mesh: MeshClient): HostRow[] {
-  return mesh
-    .hosts()
-    .map(({ id, view }) => {
-      const r = view.record;
-      return {
-        id,
-        live: r.state === 'alive',
-        ...(r.state === 'alive' ? {} : { down_cause: r.cause ?? 'unknown' }),
-        primaries: r.load.primaries,
-        standbys: r.load.standbys,
-        capacity: r.load.capacity,
-        draining: r.load.draining,
-      };
-    })
-    .sort((a, b) => Number(b.live) - Number(a.live) || a.id.localeCompare(b.id));
-}
-
-/** Runs `fn` on every item, `limit` at a time. */
-async function eachLimited<T, R>(
-  items: readonly T[],
-  limit: number,
-  fn: (item: T) => Promise<R>,
-): Promise<R[]> {
-  const out = new Array<R>(items.length);
-  let next = 0;
-  const worker = async () => {
-    for (let i = next++; i < items.length; i = next++) out[i] = await fn(items[i]!);
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-  return out;
-}
-
-/** The seq of a host's copy, or undefined when it does not answer. */
-async function seqAt(mesh: MeshClient, host: string, sid: string): Promise<number | undefined> {
-  if (!host) return undefined;
-  try {
-    return (await mesh.inspect(host, sid)).info.seq;
-  } catch {
-    return undefined;
-  }
+  return hostSummaries(mesh).map((h) => ({
+    id: h.id,
+    live: h.live,
+    ...(h.downCause === undefined ? {} : { down_cause: h.downCause }),
+    primaries: h.primaries,
+    standbys: h.standbys,
+    capacity: h.capacity,
+    draining: h.draining,
+  }));
 }
 
 /** Every open session, with the seq of both copies and the standby's lag. */
 export async function sessionRows(mesh: MeshClient): Promise<SessionRow[]> {
-  const open = mesh
-    .sessions()
-    .filter(({ record }) => !record.closed)
-    .sort((a, b) => a.sid.localeCompare(b.sid));
-  return eachLimited(open, INSPECT_CONCURRENCY, async ({ sid, record }) => {
-    const [p, s] = await Promise.all([
-      seqAt(mesh, record.primary, sid),
-      seqAt(mesh, record.standby, sid),
-    ]);
-    return {
-      sid,
-      actor: record.actor,
-      primary: record.primary,
-      standby: record.standby,
-      epoch: record.epoch,
-      term: record.term,
-      ...(p === undefined ? {} : { primary_seq: p }),
-      ...(s === undefined ? {} : { standby_seq: s }),
-      ...(p === undefined || s === undefined ? {} : { lag: Math.max(0, p - s) }),
-    };
-  });
+  return (await sessionSummaries(mesh)).map((s) => ({
+    sid: s.sid,
+    actor: s.actor,
+    primary: s.primary,
+    standby: s.standby,
+    epoch: s.epoch,
+    term: s.term,
+    ...(s.primarySeq === undefined ? {} : { primary_seq: s.primarySeq }),
+    ...(s.standbySeq === undefined ? {} : { standby_seq: s.standbySeq }),
+    ...(s.lag === undefined ? {} : { lag: s.lag }),
+  }));
 }
 
 /** A failover record with its times made relative to its detection. */
 export function failoverRow(f: FailoverRecord): FailoverRow {
-  const since = (t: number | undefined) =>
-    t === undefined ? undefined : Math.round((t - f.detectedAt) * 10) / 10;
+  return toRow(failoverTimeline(f));
+}
+
+function toRow(t: FailoverTimeline): FailoverRow {
   const row: FailoverRow = {
-    sid: f.sid,
-    from: f.from,
-    to: f.to,
-    cause: f.cause,
-    epoch: f.epoch,
-    detected_at: Math.round(f.detectedAt),
-    replayed: f.replayed,
+    sid: t.sid,
+    from: t.from,
+    to: t.to,
+    cause: t.cause,
+    epoch: t.epoch,
+    detected_at: t.detectedAt,
+    replayed: t.replayed,
   };
   const times = {
-    promoted_ms: since(f.promotedAt),
-    replayed_ms: since(f.replayedAt),
-    first_reply_ms: since(f.firstReplyAt),
-    reprotected_ms: since(f.reprotectedAt),
+    promoted_ms: t.promotedMs,
+    replayed_ms: t.replayedMs,
+    first_reply_ms: t.firstReplyMs,
+    reprotected_ms: t.reprotectedMs,
   };
   for (const [k, v] of Object.entries(times)) if (v !== undefined) Object.assign(row, { [k]: v });
-  if (f.standby !== undefined) row.standby = f.standby;
+  if (t.standby !== undefined) row.standby = t.standby;
+  if (t.traceId) row.trace_id = t.traceId;
   return row;
 }
 
@@ -160,22 +130,11 @@ export function failoverRow(f: FailoverRecord): FailoverRow {
 export async function failoverRows(
   mesh: MeshClient,
 ): Promise<{ failovers: FailoverRow[]; unanswered: string[] }> {
-  const unanswered: string[] = [];
-  const lists = await Promise.all(
-    mesh.liveHosts().map(async (id) => {
-      try {
-        return await mesh.failoversOf(id);
-      } catch (err) {
-        unanswered.push(`${id} (${firstLine(err)})`);
-        return [];
-      }
-    }),
-  );
-  const failovers = lists
-    .flat()
-    .sort((a, b) => a.detectedAt - b.detectedAt)
-    .map(failoverRow);
-  return { failovers, unanswered };
+  const { failovers, unanswered } = await recentFailovers(mesh);
+  return {
+    failovers: failovers.map(toRow),
+    unanswered: unanswered.map(({ host, error }) => `${host} (${firstLine(new Error(error))})`),
+  };
 }
 
 const ms = (v: number | undefined) => (v === undefined ? '-' : `+${v.toFixed(1)} ms`);
@@ -192,7 +151,8 @@ export function timelineLine(f: FailoverRow): string {
         : 're-protected: not yet'
       : `re-protected ${ms(f.reprotected_ms)}${f.standby ? ` (standby ${f.standby})` : ''}`,
   );
-  return `${f.sid} ${f.from}→${f.to} ${f.cause}: ${steps.join(', ')}`;
+  const trace = f.trace_id ? `; trace ${f.trace_id}` : '';
+  return `${f.sid} ${f.from}→${f.to} ${f.cause}: ${steps.join(', ')}${trace}`;
 }
 
 /** How long ago a wall-clock time in ms was, roughly: `12 s ago`. */

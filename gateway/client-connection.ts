@@ -53,6 +53,10 @@ export interface ConnectionContext {
   sendUdp(frame: Uint8Array, address: { address: string; port: number }): void;
   status(sid: string | undefined): unknown;
   drainHost(hostId: string): Promise<unknown>;
+  /** The operator's view of the mesh (the `mesh` frame). */
+  mesh(): Promise<unknown>;
+  /** SIGKILL of the process serving `sid`'s primary (the `crash` frame), while in `epoch` when given. */
+  crash(sid: string, epoch: number | undefined): Promise<unknown>;
   closed(conn: ClientConnection): void;
 }
 
@@ -315,6 +319,8 @@ export class ClientConnection implements RouteMember {
         return void this.sendText(JSON.stringify({ type: 'pong', ...(id ? { id } : {}) }));
       case 'status':
       case 'drain':
+      case 'mesh':
+      case 'crash':
         return this.operator(f, id);
       case 'hello':
         return this.error(id, ErrorCode.malformedFrame, 'hello was already sent');
@@ -377,7 +383,9 @@ export class ClientConnection implements RouteMember {
         `at most ${this.ctx.limits.maxInFlight} requests unanswered`,
       );
     this.ctx.counters.requests++;
-    route.forward(this, id, f.name, f.payload);
+    // A W3C trace context from the client (optional; an invalid one is ignored, PROTOCOL.md).
+    const traceparent = typeof f.traceparent === 'string' ? f.traceparent : undefined;
+    route.forward(this, id, f.name, f.payload, traceparent);
   }
 
   private operator(f: Record<string, unknown>, id: string | undefined): void {
@@ -393,6 +401,26 @@ export class ClientConnection implements RouteMember {
       if (f.sid !== undefined && (typeof f.sid !== 'string' || !sessionIdPattern.test(f.sid)))
         return this.error(id, ErrorCode.malformedFrame, 'status "sid" must be a session id');
       return void this.reply(id, this.ctx.status(f.sid));
+    }
+    if (f.type === 'mesh')
+      return void this.ctx.mesh().then(
+        (answer) => this.reply(id, answer),
+        (err: unknown) => this.error(id, ErrorCode.internal, String((err as Error).message ?? err)),
+      );
+    if (f.type === 'crash') {
+      if (typeof f.sid !== 'string' || !sessionIdPattern.test(f.sid))
+        return this.error(id, ErrorCode.malformedFrame, 'crash needs a "sid"');
+      if (f.epoch !== undefined && !(Number.isSafeInteger(f.epoch) && (f.epoch as number) >= 0))
+        return this.error(id, ErrorCode.malformedFrame, 'crash "epoch" must be an integer');
+      return void this.ctx.crash(f.sid, f.epoch as number | undefined).then(
+        (answer) => this.reply(id, answer),
+        (err: unknown) => {
+          // The gateway's and the host's codes say what went wrong (crash_not_allowed, ...).
+          const e = err as { code?: unknown; message?: unknown };
+          const code = typeof e.code === 'string' ? e.code : ErrorCode.internal;
+          this.error(id, code, String(e.message ?? err));
+        },
+      );
     }
     if (typeof f.host !== 'string' || !clientIdPattern.test(f.host))
       return this.error(id, ErrorCode.malformedFrame, 'drain needs a "host" id');

@@ -34,7 +34,10 @@ import {
   type Limits,
 } from './protocol.ts';
 import { TokenBucket } from './rate-limit.ts';
+import { observeGateway } from './gateway-telemetry.ts';
+import { OperatorView } from './operator-view.ts';
 import { SessionRoute } from './session-route.ts';
+import { staticPages } from './static-pages.ts';
 import type { TokenSecret } from './token.ts';
 
 /** Options of {@link createGateway}. */
@@ -63,6 +66,12 @@ export interface GatewayOptions {
    */
   unknownSessionGraceMs?: number;
   clock?: Clock;
+  /**
+   * Serve the dashboard (`/dashboard/`), the demo page (`/demo/`) and the
+   * SDK's browser bundle (`/ftmesh-client.js`) on the WebSocket port
+   * (PROTOCOL.md, "Pages"; default false). The pages act only with a token.
+   */
+  dashboard?: boolean;
   /** Errors handled without throwing (a failed UDP send, a host error). Default: logged. */
   onError?: (err: Error) => void;
 }
@@ -250,6 +259,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   }
   const udpPort = udp ? udp.address().port : undefined;
 
+  const operator = new OperatorView(host);
   const ctx: ConnectionContext = {
     gatewayId: id,
     limits,
@@ -306,6 +316,8 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
         ...(sid === undefined ? {} : { session: sessionStatus(host.owner(sid)) }),
       };
     },
+    mesh: () => operator.snapshot(clock.now()),
+    crash: (sid, epoch) => operator.crash(sid, epoch),
     async drainHost(hostId): Promise<DrainReport> {
       if (!host.liveHosts().includes(hostId) || hostId === id)
         throw new GatewayError(`host ${hostId} is not a live host of the mesh`, {
@@ -319,7 +331,9 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   };
 
   // ---- WebSocket ---------------------------------------------------------------------------
+  const pages = options.dashboard ? staticPages(onError) : undefined;
   const server: Server = createServer((req, res) => {
+    if (pages?.handle(req, res)) return;
     if (req.url === '/healthz') {
       res
         .writeHead(draining ? 503 : 200, { 'content-type': 'text/plain' })
@@ -368,6 +382,8 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     for (const c of connections) c.heartbeat();
   }, HEARTBEAT_MS);
   heartbeat.unref();
+  // Metrics through @opentelemetry/api: read from the counters when an SDK collects.
+  const stopMetrics = observeGateway(id, () => stats());
   const bind = options.bind ?? '127.0.0.1';
 
   function stats(): GatewayStats {
@@ -398,6 +414,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   const stop = (graceful: boolean): Promise<void> =>
     (stopping ??= (async () => {
       clearInterval(heartbeat);
+      stopMetrics();
       draining = true;
       if (graceful) {
         const deadline = clock.now() + limits.requestTimeoutMs;

@@ -79,6 +79,12 @@ export const ErrorCode = {
   handlerError: 'handler_error',
   /** A drain named a host that is not live. */
   unknownHost: 'unknown_host',
+  /** A crash named a session the mesh has no open record of. */
+  unknownSession: 'unknown_session',
+  /** A crash named the epoch the operator saw, and the session is past it (it failed over already). */
+  staleEpoch: 'stale_epoch',
+  /** The host serving the session's primary was not started with --allow-crash: it refused. */
+  crashNotAllowed: 'crash_not_allowed',
   /** The reply or the operation failed in the gateway or the mesh. */
   internal: 'internal',
 } as const;
@@ -217,10 +223,12 @@ export function fromBase64Url(text: string): Uint8Array {
 /** Frames a client sends. */
 export type ClientFrame =
   | { type: 'hello'; v: number; token: string; sid?: string; previous?: string }
-  | { type: 'request'; id: string; name: string; payload?: unknown }
+  | { type: 'request'; id: string; name: string; payload?: unknown; traceparent?: string }
   | { type: 'ping'; id?: string }
   | { type: 'status'; id: string; sid?: string }
-  | { type: 'drain'; id: string; host: string };
+  | { type: 'drain'; id: string; host: string }
+  | { type: 'mesh'; id: string }
+  | { type: 'crash'; id: string; sid: string; epoch?: number };
 
 /** What the welcome frame says about the connection. */
 export interface Welcome {

@@ -119,7 +119,16 @@ export interface Session {
   request<T = unknown>(
     name: string,
     payload?: unknown,
-    options?: { timeoutMs?: number },
+    options?: {
+      timeoutMs?: number;
+      /**
+       * A W3C trace context (`00-<trace id>-<span id>-<flags>`) the request
+       * belongs to: the gateway's span and the session's become part of
+       * that trace (PROTOCOL.md, "request"). Sent as it is; the SDK itself
+       * traces nothing.
+       */
+      traceparent?: string;
+    },
   ): Promise<T>;
   /**
    * This client's view of the session's state (the actor's `view`), kept
@@ -146,6 +155,14 @@ export interface Session {
   status(sid?: string): Promise<unknown>;
   /** Operator token: drains a host (its sessions move to their standbys); resolves with its report. */
   drainHost(hostId: string): Promise<unknown>;
+  /** Operator token: hosts, open sessions with their standby's lag, recent failovers (the `mesh` frame). */
+  mesh(): Promise<unknown>;
+  /**
+   * Operator token: SIGKILL of the process serving `sid`'s primary, which
+   * must run with --allow-crash; with `epoch`, only while the session is in
+   * it. Resolves with the host's answer, sent just before it dies.
+   */
+  crash(sid: string, epoch?: number): Promise<unknown>;
   /** Closes the connection; unanswered requests reject with ConnectionClosedError. Safe twice. */
   close(): Promise<void>;
   /** Resolves once closed, with the error that closed it (undefined after close()). */
@@ -323,11 +340,24 @@ class SessionConnection implements Session {
     return welcomed;
   }
 
-  request<T>(name: string, payload?: unknown, opts: { timeoutMs?: number } = {}): Promise<T> {
+  request<T>(
+    name: string,
+    payload?: unknown,
+    opts: { timeoutMs?: number; traceparent?: string } = {},
+  ): Promise<T> {
     if (typeof name !== 'string')
       return Promise.reject(new InvalidOptionError('name: a message type string'));
+    const { traceparent } = opts;
+    if (traceparent !== undefined && typeof traceparent !== 'string')
+      return Promise.reject(new InvalidOptionError('traceparent: a W3C traceparent string'));
     return this.call<T>(
-      (id) => ({ type: 'request', id, name, ...(payload === undefined ? {} : { payload }) }),
+      (id) => ({
+        type: 'request',
+        id,
+        name,
+        ...(payload === undefined ? {} : { payload }),
+        ...(traceparent === undefined ? {} : { traceparent }),
+      }),
       opts.timeoutMs,
     );
   }
@@ -338,6 +368,19 @@ class SessionConnection implements Session {
 
   drainHost(hostId: string): Promise<unknown> {
     return this.call((id) => ({ type: 'drain', id, host: hostId }), 120_000);
+  }
+
+  mesh(): Promise<unknown> {
+    return this.call((id) => ({ type: 'mesh', id }));
+  }
+
+  crash(sid: string, epoch?: number): Promise<unknown> {
+    return this.call((id) => ({
+      type: 'crash',
+      id,
+      sid,
+      ...(epoch === undefined ? {} : { epoch }),
+    }));
   }
 
   on(event: string, fn: (payload: unknown, event: string) => void): () => void {

@@ -7,6 +7,8 @@ import {
   type LeaveReason,
   type SessionClient,
 } from '../runtime/index.ts';
+import type { Span } from '@opentelemetry/api';
+import { RequestTracing } from './gateway-telemetry.ts';
 import { CloseCode, encodeClientDatagram, jsonReplacer, ErrorCode } from './protocol.ts';
 
 /** What a route needs from a client connection: the gateway's connections implement it. */
@@ -33,7 +35,8 @@ export interface RouteCounters {
   errors: Record<string, number>;
 }
 
-type InFlight = { id: string; waiters: Set<RouteMember> };
+/** A request in flight: its client's id, who waits on it, and its span (a no-op one when untraced). */
+type InFlight = { id: string; waiters: Set<RouteMember>; span: Span };
 
 /**
  * A session as one gateway sees it: the runtime's {@link SessionClient} for
@@ -51,6 +54,7 @@ export class SessionRoute {
   /** The view each member was last sent (JSON), once it has had its first. */
   private readonly views = new Map<RouteMember, unknown>();
   private mirror: SessionMirror | undefined;
+  private readonly tracing: RequestTracing;
 
   constructor(
     readonly sid: string,
@@ -60,6 +64,7 @@ export class SessionRoute {
     private readonly requestTimeoutMs: number,
     private readonly onError: (err: Error) => void,
   ) {
+    this.tracing = new RequestTracing(onError);
     // One listener each for the session's life on this gateway, fanned out to its members.
     client.onEvent((name, payload, to) => this.broadcast(name, payload, to));
     client.onDatagram((data, from, to) => this.forwardDatagram(data, from, to));
@@ -165,9 +170,17 @@ export class SessionRoute {
   /**
    * Forwards a request already checked (rate, shape, handler, payload) under
    * the namespaced id `${clientId}.${id}`; the reply goes to every member
-   * waiting on that id when it is released.
+   * waiting on that id when it is released. The request is a span
+   * (`ftmesh.gateway.request`, a child of the client's `traceparent` when
+   * it sent a valid one); a sampled span's context goes on with the input.
    */
-  forward(member: RouteMember, id: string, name: string, payload: unknown): void {
+  forward(
+    member: RouteMember,
+    id: string,
+    name: string,
+    payload: unknown,
+    traceparent?: string,
+  ): void {
     const nsId = `${member.clientId}.${id}`;
     member.waiting.add(nsId);
     const known = this.inFlight.get(nsId);
@@ -175,17 +188,25 @@ export class SessionRoute {
       known.waiters.add(member);
       return;
     }
-    const entry: InFlight = { id, waiters: new Set([member]) };
+    const span = this.tracing.start(this.sid, name, member.clientId, id, traceparent);
+    const entry: InFlight = { id, waiters: new Set([member]), span };
     this.inFlight.set(nsId, entry);
-    const options = { requestId: nsId, timeoutMs: this.requestTimeoutMs, sender: member.clientId };
+    const options = {
+      requestId: nsId,
+      timeoutMs: this.requestTimeoutMs,
+      sender: member.clientId,
+      traceparent: this.tracing.context(span),
+    };
     this.client.request(name, payload, options).then(
       (result) => {
         this.counters.replies++;
+        this.tracing.end(span);
         this.settle(nsId, entry, { type: 'reply', id, result });
       },
       (err: unknown) => {
         const e = err as { code?: unknown; message?: unknown; retryable?: unknown };
         const code = typeof e?.code === 'string' ? e.code : ErrorCode.internal;
+        this.tracing.end(span, code);
         this.counters.errors[code] = (this.counters.errors[code] ?? 0) + 1;
         this.settle(nsId, entry, {
           type: 'error',

@@ -49,7 +49,12 @@ export type ControlRequest =
   | { op: 'inspect'; sid: string }
   | { op: 'failovers' }
   | { op: 'drain' }
-  | { op: 'status' };
+  | { op: 'status' }
+  /**
+   * SIGKILL your own process once this is answered (an operator causing a
+   * failover to watch it); refused unless the host was started with `allowCrash`.
+   */
+  | { op: 'crash' };
 
 export type ControlOp = ControlRequest['op'];
 
@@ -77,6 +82,7 @@ const shapes: Record<ControlOp, (r: Record<string, unknown>) => boolean> = {
   failovers: () => true,
   drain: () => true,
   status: () => true,
+  crash: () => true,
 };
 
 function isSnapshot(x: unknown): x is SessionSnapshot {

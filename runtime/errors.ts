@@ -134,6 +134,21 @@ export class WorkerJobError extends FtmError {
   override readonly code = 'worker_job_failed';
 }
 
+/** A telemetry call threw (a fault of the OpenTelemetry SDK or its exporter); the runtime went on. */
+export class TelemetryError extends FtmError {
+  override name = 'TelemetryError';
+  override readonly code = 'telemetry';
+}
+
+/**
+ * A host refused to crash its own process on request: it was started without
+ * `allowCrash` (`ftmesh host --allow-crash`). Terminal: start it with the option.
+ */
+export class CrashNotAllowedError extends FtmError {
+  override name = 'CrashNotAllowedError';
+  override readonly code = 'crash_not_allowed';
+}
+
 const byCode: Record<string, new (message: string) => FtmError> = {
   invalid_argument: InvalidArgumentError,
   invalid_message: InvalidMessageError,
@@ -153,6 +168,7 @@ const byCode: Record<string, new (message: string) => FtmError> = {
   kv_conflict: KvConflictError,
   log_conflict: LogConflictError,
   malformed_message: MalformedMessageError,
+  crash_not_allowed: CrashNotAllowedError,
 };
 
 /** The wire form of an error: what a remote caller needs to rebuild it. */

@@ -18,18 +18,40 @@ export interface FailoverRecord {
   seq: number;
   /** The old primary was found gone (or, for a drain, asked to hand over). */
   detectedAt: number;
+  /**
+   * This host knew the verdict (the membership record declared the old
+   * primary dead); for a drain or a restore, the same as `detectedAt`.
+   */
+  declaredAt?: number;
   /** The ownership record names the new primary (the compare-and-swap won). */
   promotedAt?: number;
+  /**
+   * The log is the new epoch's: a promotion's first batch (the epoch marker
+   * and the frames the old primary had not logged) is stored; a restore's
+   * marker is written (before its `promotedAt`: it read the log first).
+   */
+  logHandedOverAt?: number;
   /** The inputs no commit had covered were run again. */
   replayedAt?: number;
   /** How many inputs were run again. */
   replayed: number;
   /** The new primary sent its first reply. */
   firstReplyAt?: number;
+  /** Re-protection began: the new primary looked for a new standby. */
+  reprotectStartedAt?: number;
+  /** The new standby's attach began (after the new epoch's first log batch, 100 ms at most). */
+  standbySyncStartedAt?: number;
+  /** The new standby holds the state (attached and synced), before the record names it. */
+  standbySyncedAt?: number;
   /** A new standby holds the state and the ownership record names it. */
   reprotectedAt?: number;
   /** The new standby; empty when no live host had room. */
   standby?: string;
+  /**
+   * The id of this failover's trace (its `ftmesh.failover` root span), set
+   * when the record is made; empty when tracing is off or not sampled.
+   */
+  traceId: string;
 }
 
 /**

@@ -79,6 +79,15 @@ export interface HostOptions {
    * Off by default.
    */
   trace?: (line: string) => void;
+  /**
+   * Lets an operator crash this host's process on request (the control op
+   * `crash`, sent by `MeshClient.crashHost` and the gateway's dashboard): the
+   * host answers, then SIGKILLs its own process, so that a person can cause a
+   * failover and watch it. For development and demos (`ftmesh host
+   * --allow-crash`, which `ftmesh dev` passes). Default false: a crash request
+   * is refused with CrashNotAllowedError.
+   */
+  allowCrash?: boolean;
 }
 
 /** A process's share of the mesh: many sessions, each as primary or standby. It is a mesh client too. */
@@ -140,6 +149,12 @@ export type HostPorts = {
   dropped: DroppedMessages;
   /** Called last by close(): the binding lets go of its connection. */
   release?: () => Promise<void>;
+  /**
+   * How the binding ends this host's process at once, for a crash request
+   * (`HostOptions.allowCrash`): `kill` is called once the answer is sent and
+   * must let it reach NATS first. Absent: crash requests are refused.
+   */
+  crash?: { pid: number; kill: () => void };
 };
 
 /** How a host reports an error it handled without throwing, when not told otherwise: one line on stderr. */

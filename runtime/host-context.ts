@@ -5,6 +5,7 @@ import type { ControlChannel } from './control-channel.ts';
 import type { DroppedMessages } from './dropped-messages.ts';
 import type { FtmError } from './errors.ts';
 import type { FailoverRecord } from './failover.ts';
+import type { FailoverTelemetry } from './failover-telemetry.ts';
 import type { Membership } from './membership.ts';
 import type { Ownership } from './ownership.ts';
 import type { Placement } from './placement.ts';
@@ -42,6 +43,8 @@ export type HostContext = {
   readonly tuning: HostTuning;
   /** The failovers this host took part in as the new primary, oldest first. */
   readonly history: FailoverRecord[];
+  /** Traces and metrics of those failovers (failover-telemetry.ts). */
+  readonly failoverTelemetry: FailoverTelemetry;
   readonly onError: (err: FtmError) => void;
   readonly trace: (line: string) => void;
   /** Fault injection for tests: drop output frames at this host's standbys. */

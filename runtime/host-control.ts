@@ -1,6 +1,6 @@
 import type { ControlRequest } from './control-channel.ts';
 import type { DrainReport } from './drain.ts';
-import { ClosedError, FtmError, SessionNotFoundError } from './errors.ts';
+import { ClosedError, CrashNotAllowedError, FtmError, SessionNotFoundError } from './errors.ts';
 import type { HostContext } from './host-context.ts';
 import type { HostStatus } from './mesh-client.ts';
 import type { Promotion } from './promotion.ts';
@@ -18,6 +18,8 @@ export type ControlParts = {
   lifecycle: SessionLifecycle;
   drain: () => Promise<DrainReport>;
   status: () => HostStatus;
+  /** The binding's way to end this process (HostPorts.crash); absent: crash requests are refused. */
+  crash?: { pid: number; kill: () => void };
 };
 
 /** Requests a host that is not a member (starting, or declared dead) refuses. */
@@ -106,6 +108,17 @@ export function controlHandler(parts: ControlParts): (req: ControlRequest) => Pr
         return { report: await parts.drain() };
       case 'status':
         return parts.status();
+      case 'crash': {
+        const crash = parts.crash;
+        if (!crash)
+          throw new CrashNotAllowedError(
+            `host ${ctx.hostId} refuses to crash: it was started without allowCrash (ftmesh host --allow-crash)`,
+          );
+        ctx.trace(`crash requested: SIGKILL of pid ${crash.pid} once answered`);
+        // Answered first: the control channel sends this answer before the next turn of the loop.
+        ctx.clock.setTimeout(() => crash.kill(), 0);
+        return { host: ctx.hostId, pid: crash.pid, at: ctx.clock.now() };
+      }
     }
   };
 }

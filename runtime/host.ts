@@ -7,10 +7,12 @@ import { readDurable } from './durable-state.ts';
 import { FtmError } from './errors.ts';
 import type { FailoverRecord } from './failover.ts';
 import { FailoverCoordinator } from './failover-coordinator.ts';
+import { FailoverTelemetry } from './failover-telemetry.ts';
 import { defaultOnError, type Host, type HostOptions, type HostPorts } from './host-api.ts';
 import type { HostContext, HostTuning } from './host-context.ts';
 import { controlHandler } from './host-control.ts';
 import { LogFlusher } from './log-flusher.ts';
+import { observeHost } from './host-metrics.ts';
 import { Membership } from './membership.ts';
 import { meshClient, type HostStatus } from './mesh-client.ts';
 import { Ownership } from './ownership.ts';
@@ -26,6 +28,7 @@ import { SerialQueues } from './serial-queue.ts';
 import { SessionCopies } from './session-copies.ts';
 import { SessionLifecycle } from './session-lifecycle.ts';
 import { stateHash } from './state-hash.ts';
+import { Tracing, type SessionTelemetry } from './telemetry.ts';
 import { assertId, storeNames } from './subjects.ts';
 import { WorkerPool } from './worker-pool.ts';
 
@@ -90,6 +93,16 @@ export async function startHost(
   // host re-read its own record (rejoin.ts): declared dead meanwhile, it serves nothing more.
   const rejoinRef: { r?: Rejoin } = {};
   const pauseGuard = new PauseGuard(clock, () => void rejoinRef.r?.afterPause());
+  // OpenTelemetry through its API: no-op until the process sets up an SDK (telemetry.ts).
+  const tracing = new Tracing(onError, () => clock.now());
+  const failoverTelemetry = new FailoverTelemetry(tracing, clock, hostId);
+  const telemetry: SessionTelemetry = {
+    tracing,
+    counters: { commits: 0, patchBytes: 0 },
+    failoverLink: (sid) => failoverTelemetry.link(sid),
+  };
+  membership.onFalseSuspicion = (host, cause, at, probedAt, answeredAt) =>
+    failoverTelemetry.falseSuspicion(host, cause, at, probedAt, answeredAt);
   const sessionDeps = {
     transport: ports.transport,
     codec,
@@ -97,6 +110,7 @@ export async function startHost(
     onError,
     dropped: (subject: string, err: unknown) => dropped.drop(subject, err),
     suspended: () => pauseGuard.suspended(),
+    telemetry,
   };
   const coordinatorRef: { c?: FailoverCoordinator } = {};
   const lifecycleRef: { l?: SessionLifecycle } = {};
@@ -124,6 +138,7 @@ export async function startHost(
     },
     tuning,
     history,
+    failoverTelemetry,
     onError,
     trace,
     dropAtStandby: options.dropAtStandby,
@@ -214,6 +229,7 @@ export async function startHost(
     lifecycle,
     drain: () => drainer.drain(),
     status,
+    ...(ports.crash ? { crash: ports.crash } : {}),
   });
 
   // ---- start: watch, claim the id, join, serve -------------------------------------------
@@ -243,6 +259,14 @@ export async function startHost(
     () => rejoin.namedNoMore(2_000),
   );
   state.dead = false;
+  const stopMetrics = observeHost({
+    hostId,
+    clock,
+    copies,
+    telemetry,
+    tracing,
+    falseSuspicions: () => membership.falseSuspicions,
+  });
   pauseGuard.start();
   for (const sid of ownership.namedIn(hostId)) coordinator.schedule(sid);
   let sweeper: unknown;
@@ -268,6 +292,7 @@ export async function startHost(
     selfId: capacity > 0 ? hostId : undefined,
     openHere: (actorName, sid, opts) => lifecycle.open(actorName, sid, opts),
     onDropped: (subject, err) => dropped.drop(subject, err),
+    tracing,
   });
 
   const host: Host = {
@@ -301,6 +326,7 @@ export async function startHost(
       pauseGuard.stop();
       coordinator.stop();
       membership.quiet();
+      stopMetrics();
       // Not a drain, but no request is lost: primaries stop taking inputs (their
       // standbys keep them), let the standby and the log catch up, then leave
       // so that the standbys take over at once instead of after a timeout.
@@ -325,6 +351,8 @@ export async function startHost(
         1_000,
       );
       await ports.liveness.stop();
+      // Open failover traces are recorded as they stand (after the last commits, before letting go).
+      failoverTelemetry.close();
       ownership.close();
       membership.stop();
       ctx.control.close();

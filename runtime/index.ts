@@ -27,7 +27,9 @@ export type {
   HostStatus,
 } from './host.ts';
 export { createClient } from './mesh-client.ts';
-export type { MeshClient, ClientOptions } from './mesh-client.ts';
+export type { MeshClient, ClientOptions, CrashReport } from './mesh-client.ts';
+export { failoverTimeline, hostSummaries, recentFailovers, sessionSummaries } from './mesh-view.ts';
+export type { FailoverTimeline, HostSummary, SessionSummary } from './mesh-view.ts';
 export type { FailoverRecord, FailoverCause } from './failover.ts';
 export type { OwnerRecord, OwnerChange } from './ownership-record.ts';
 export type { HostRecord, HostLoad, DownCause } from './membership-record.ts';
@@ -36,6 +38,18 @@ export type { ReleasedCommit, CommitWatcher } from './session-client.ts';
 export { SessionMirror } from './session-mirror.ts';
 export { connectNats, natsDefaults } from './nats-connect.ts';
 export { stateHash } from './state-hash.ts';
+export {
+  Attr,
+  SpanName,
+  Tracing,
+  controlPlaneRoots,
+  formatTraceparent,
+  instrumentationScope,
+  isSampled,
+  parseTraceparent,
+  traceparentOf,
+} from './telemetry.ts';
+export { failoverTraceBoundMs } from './failover-telemetry.ts';
 export type { MetaSnapshot, Effect } from './session-meta.ts';
 export { subjects } from './subjects.ts';
 export { systemClock } from './clock.ts';
@@ -68,5 +82,7 @@ export {
   KvConflictError,
   LogConflictError,
   MalformedMessageError,
+  TelemetryError,
+  CrashNotAllowedError,
 } from './errors.ts';
 export { HostIdInUseError } from './membership.ts';

@@ -87,6 +87,13 @@ export class Membership {
   onSelfDead: (() => void) | undefined;
   /** Suspicions a probe answered: a live host taken for silent. */
   falseSuspicions = 0;
+  /**
+   * Told of each of them: `host` suspected (`cause`) at `at`, probed at
+   * `probedAt`, answered by `answeredAt` (failover-telemetry.ts traces it).
+   */
+  onFalseSuspicion:
+    | ((host: string, cause: DownCause, at: number, probedAt: number, answeredAt: number) => void)
+    | undefined;
   /** The probe timeout changed (a new round trip sample): the liveness worker's early probes use it. */
   onProbeTimeout: ((ms: number) => void) | undefined;
   private readonly confirming = new Set<string>();
@@ -289,10 +296,12 @@ export class Membership {
     if (id === this.hostId || v?.record.state !== 'alive' || this.confirming.has(id)) return false;
     this.confirming.add(id);
     try {
+      const probedAt = this.deps.clock.now();
       if (!probed && (await this.answers(id, v.record.incarnation, probeTimeoutMs, true))) {
         if (cause !== 'probe') {
           this.falseSuspicions++;
           this.deps.trace(`host ${id} suspected (${cause}) but answered its probe`);
+          this.onFalseSuspicion?.(id, cause, at, probedAt, this.deps.clock.now());
         }
         return false;
       }

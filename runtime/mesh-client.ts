@@ -17,6 +17,7 @@ import type { Clock, Random, Transport } from './ports.ts';
 import type { MetaSnapshot } from './session-meta.ts';
 import { SessionClient } from './session-client.ts';
 import { assertId, storeNames } from './subjects.ts';
+import { Tracing } from './telemetry.ts';
 
 /** What a host knows of one of its sessions. */
 export interface SessionInfo {
@@ -52,18 +53,30 @@ export interface HostStatus {
   failovers: number;
 }
 
+/** A host's answer to {@link MeshClient.crashHost}, sent just before it kills itself. */
+export interface CrashReport {
+  host: string;
+  pid: number;
+  /** When it answered, on its clock (ms since the epoch, as failover records). */
+  at: number;
+}
+
 /**
  * A light handle on the mesh for those who do not serve sessions: the
  * gateway, the CLI, tests, benchmarks. Requests, owner look-up, placement
  * and host status; no log, no heartbeat, no capacity.
  */
 export interface MeshClient {
-  /** Sends a request to a session (wherever it is served); resolves with the released reply. */
+  /**
+   * Sends a request to a session (wherever it is served); resolves with the
+   * released reply. A sampled `traceparent` (W3C) makes the request part of
+   * that trace across the primary and the standby (see SessionClient.request).
+   */
   request(
     sid: string,
     type: string,
     payload?: unknown,
-    options?: { requestId?: string; timeoutMs?: number },
+    options?: { requestId?: string; timeoutMs?: number; traceparent?: string },
   ): Promise<unknown>;
   /** The session client for `sid` (one per session, created on first use). */
   client(sid: string): SessionClient;
@@ -103,6 +116,13 @@ export interface MeshClient {
   drainHost(hostId: string): Promise<DrainReport>;
   /** Asks a host for its status: sessions, dropped messages, false suspicions. */
   hostStatus(hostId: string): Promise<HostStatus>;
+  /**
+   * Asks a host started with `allowCrash` to SIGKILL its own process (a real
+   * crash, to watch a failover); resolves with its answer, sent just before
+   * it dies: its pid and its clock's time then.
+   * @throws CrashNotAllowedError when the host was started without `allowCrash`
+   */
+  crashHost(hostId: string): Promise<CrashReport>;
   close(): Promise<void>;
   [Symbol.asyncDispose](): Promise<void>;
 }
@@ -148,6 +168,8 @@ export type MeshClientDeps = {
   onDropped?: (subject: string, err: unknown) => void;
   /** Told of every reply released (see SessionClientDeps). */
   onReleased?: (requestId: string, at: { epoch: number; term: number; seq: number }) => void;
+  /** Where the session clients' release spans go (telemetry.ts). */
+  tracing?: Tracing;
 };
 
 /** Node's crypto as the {@link Random} port. */
@@ -219,6 +241,7 @@ export async function createClient(options: ClientOptions): Promise<MeshClient> 
     sessionListeners,
     requestTimeoutMs: options.requestTimeoutMs ?? 5_000,
     onDropped: (subject, err) => dropped.drop(subject, err),
+    tracing: new Tracing(onError),
     onClose: async () => {
       ownership.close();
       membership.stop();
@@ -320,6 +343,7 @@ export function meshClient(deps: MeshClientDeps): MeshClient {
         .report;
     },
     hostStatus: (hostId) => deps.control.request<HostStatus>(hostId, { op: 'status' }, timeout),
+    crashHost: (hostId) => deps.control.request<CrashReport>(hostId, { op: 'crash' }, timeout),
     async close() {
       if (closed) return;
       closed = true;

@@ -1,3 +1,4 @@
+import type { NatsConnection } from '@nats-io/transport-node';
 import { systemClock } from './clock.ts';
 import { DroppedMessages } from './dropped-messages.ts';
 import { HandlerError, InvalidArgumentError, type FtmError } from './errors.ts';
@@ -71,6 +72,7 @@ export async function createHost(options: HostOptions): Promise<Host> {
         ]);
         if (owned) await nc.close();
       },
+      ...(options.allowCrash ? { crash: { pid: process.pid, kill: () => crashNow(nc) } } : {}),
     },
     { ...options, hostId, onError },
   );
@@ -78,6 +80,20 @@ export async function createHost(options: HostOptions): Promise<Host> {
   // nothing to do: it stops instead of retrying into a closed connection.
   void nc.closed().then(() => host.close());
   return host;
+}
+
+/** How long a crash waits for its answer to reach NATS before it kills the process anyway. */
+const CRASH_FLUSH_MS = 500;
+
+/**
+ * SIGKILL of this process, once what it published (the answer to the crash
+ * request) reached the server: a crash as a power cut would make it, with
+ * nothing closed, drained or said goodbye to.
+ */
+function crashNow(nc: NatsConnection): void {
+  const kill = () => process.kill(process.pid, 'SIGKILL');
+  setTimeout(kill, CRASH_FLUSH_MS).unref();
+  nc.flush().then(kill, kill);
 }
 
 /**

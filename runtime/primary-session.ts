@@ -1,4 +1,6 @@
+import type { Span } from '@opentelemetry/api';
 import { reservedTypes, type ActorDefinition } from './actor.ts';
+import { CommitTraces } from './commit-traces.ts';
 import type { ValueCodec } from './codec.ts';
 import { errorToWire, FtmError, HandlerError, InvalidMessageError } from './errors.ts';
 import { subjects } from './subjects.ts';
@@ -11,6 +13,14 @@ import type { PrimaryOptions, SessionDeps, SessionSnapshot } from './session-typ
 import { StandbyAcks } from './standby-acks.ts';
 import { serveSessionControl } from './session-control.ts';
 import type { Clock, Transport, TransportSubscription } from './ports.ts';
+import {
+  Attr,
+  SpanKind,
+  SpanName,
+  SpanStatusCode,
+  traceparentOf,
+  type SessionTelemetry,
+} from './telemetry.ts';
 import {
   AckSource,
   CommitFlag,
@@ -33,6 +43,9 @@ const empty = new Uint8Array(0);
  * later), stopped (fenced or closed: it publishes nothing more).
  */
 type Phase = 'created' | 'serving' | 'paused' | 'stopped';
+
+/** Refusals a primary remembers (a client repeats a request within seconds). */
+const MAX_REMEMBERED_REFUSALS = 1_000;
 
 /**
  * The live copy of a session: one writer, one transaction at a time. Each
@@ -74,8 +87,13 @@ export class PrimarySession {
   private readonly onError: (err: FtmError) => void;
   private readonly dropped: (subject: string, err: unknown) => void;
   private readonly suspended: () => boolean;
+  private readonly telemetry: SessionTelemetry;
+  /** Sampled commits waiting for their standby and log acks (tracing only). */
+  private readonly traces: CommitTraces;
   /** Inputs that came while the host was suspended, in order: they run once it goes on. */
   private held: Uint8Array[] = [];
+  /** Recent refusals by request id, oldest first: a repeat is answered, not run again. */
+  private readonly refusals = new Map<string, Uint8Array>();
   private inputs: TransportSubscription | undefined;
   private control: TransportSubscription | undefined;
   private ackSub: TransportSubscription | undefined;
@@ -114,6 +132,8 @@ export class PrimarySession {
     this.onError = deps.onError;
     this.dropped = deps.dropped;
     this.suspended = deps.suspended;
+    this.telemetry = deps.telemetry;
+    this.traces = new CommitTraces(deps.telemetry.tracing, sid);
     this.state = init.state;
     this.seq = init.seq;
     this.epoch = init.epoch;
@@ -140,6 +160,11 @@ export class PrimarySession {
   /** Highest seq the named standby acknowledged in this epoch. */
   get standbyAcked(): number {
     return this.acks.acked;
+  }
+
+  /** When the oldest commit the named standby has not acknowledged went out; undefined: none waits. */
+  get oldestUnackedAt(): number | undefined {
+    return this.acks.oldestSentAt;
   }
 
   /** Serves control requests (snapshot, flush); needed before a standby attaches. */
@@ -206,6 +231,7 @@ export class PrimarySession {
       subjects.ack(this.sid),
       encodeAck(AckSource.log, { epoch: this.epoch, term: this.term, seq }),
     );
+    if (this.traces.size) this.traces.logged(seq, this.clock.now());
     this.wake();
   }
 
@@ -242,6 +268,7 @@ export class PrimarySession {
     if (!standby) {
       // Unprotected: the log releases from now on; nothing waits for a standby.
       this.acks.clear();
+      this.traces.standbyGone();
       this.flushSoon();
     }
   }
@@ -318,6 +345,8 @@ export class PrimarySession {
       );
       return;
     }
+    const refused = this.refusals.get(frame.requestId);
+    if (refused) return this.publishRefusal(frame.requestId, refused);
     let payload: unknown;
     try {
       payload = frame.payload.length ? this.codec.decode(frame.payload) : undefined;
@@ -340,7 +369,7 @@ export class PrimarySession {
         new InvalidMessageError(`${this.actor.name}.${frame.type}: ${verdict}`),
       );
     }
-    this.commit(frame.requestId, frame.type, payload, undefined, frame.sender);
+    this.commit(frame.requestId, frame.type, payload, undefined, frame.sender, frame.traceparent);
   }
 
   /**
@@ -361,6 +390,8 @@ export class PrimarySession {
    * no client sent (timers, worker results): they commit without a reply.
    * `done` are effects the message itself settles (the timer that fired, the
    * job that answered); they are recorded before the handler's own.
+   * `traceparent` is the input's trace context: when sampled, the
+   * transaction is a span and its commit carries the span's context.
    */
   private commit(
     requestId: string,
@@ -368,7 +399,9 @@ export class PrimarySession {
     payload: unknown,
     done: readonly Effect[] = [],
     sender = '',
+    traceparent = '',
   ): void {
+    const span = traceparent ? this.startTransaction(traceparent, requestId, type) : undefined;
     try {
       const t = this.runner.run(this.state, type, payload, this.seq + 1, sender);
       const effects = done.length ? [...done, ...t.effects] : t.effects;
@@ -380,8 +413,12 @@ export class PrimarySession {
       if (effects.length) flags |= CommitFlag.effects;
       if (!this.standbyHost) flags |= CommitFlag.unprotected;
       const at = { epoch: this.epoch, term: this.term, seq: this.seq };
-      const commit = encodeCommit(flags, at, requestId, reply, changes);
+      const trace = span ? traceparentOf(span) : '';
+      const commit = encodeCommit(flags, at, requestId, reply, changes, trace);
       this.transport.publish(this.outSubject, commit);
+      this.telemetry.counters.commits++;
+      this.telemetry.counters.patchBytes += changes.length;
+      if (span) this.endTransaction(span, at);
       if (requestId && this.onNextReply) {
         this.onNextReply(this.clock.now());
         this.onNextReply = undefined;
@@ -420,18 +457,63 @@ export class PrimarySession {
           : new HandlerError(String((err as Error)?.message ?? err), { cause: err });
       this.onError(e);
       if (requestId) this.refuse(requestId, e);
+      if (span?.isRecording())
+        this.telemetry.tracing.safely(() => {
+          span.recordException(e);
+          span.setStatus({ code: SpanStatusCode.ERROR }).end(this.clock.now());
+        });
     }
   }
 
+  /** A span for a transaction whose input came in a sampled trace context; undefined otherwise. */
+  private startTransaction(traceparent: string, requestId: string, type: string): Span | undefined {
+    const { tracing } = this.telemetry;
+    const link = tracing.safely(() => this.telemetry.failoverLink(this.sid));
+    return tracing.childOf(
+      traceparent,
+      SpanName.transaction,
+      SpanKind.CONSUMER,
+      {
+        [Attr.session]: this.sid,
+        [Attr.actor]: this.actor.name,
+        [Attr.type]: type,
+        [Attr.requestId]: requestId,
+        [Attr.epoch]: this.epoch,
+      },
+      // Served while this primary's failover is still open: the request's trace points to it.
+      link ? [{ context: link }] : undefined,
+    );
+  }
+
+  /** The traced commit at `at` went out: its span ends, its acks are waited for. */
+  private endTransaction(span: Span, at: { term: number; seq: number }): void {
+    const now = this.clock.now();
+    this.telemetry.tracing.safely(() => {
+      span.setAttribute(Attr.seq, at.seq).setAttribute(Attr.term, at.term).end(now);
+      this.traces.committed(span, at.seq, now, this.standbyHost !== '');
+    });
+  }
+
+  /**
+   * Refuses a request: the client gets the typed error. The refusal is
+   * remembered here (not replicated: nothing was committed), so a repeat of
+   * the id is answered with it instead of running the handler again.
+   */
   private refuse(requestId: string, e: FtmError): void {
     if (this.phase === 'stopped') return;
+    const error = this.codec.encode(errorToWire(e));
+    this.refusals.set(requestId, error);
+    if (this.refusals.size > MAX_REMEMBERED_REFUSALS) {
+      const oldest = this.refusals.keys().next().value;
+      if (oldest !== undefined) this.refusals.delete(oldest);
+    }
+    this.publishRefusal(requestId, error);
+  }
+
+  private publishRefusal(requestId: string, error: Uint8Array): void {
     this.transport.publish(
       this.outSubject,
-      encodeRefusal(
-        { epoch: this.epoch, term: this.term, seq: this.seq },
-        requestId,
-        this.codec.encode(errorToWire(e)),
-      ),
+      encodeRefusal({ epoch: this.epoch, term: this.term, seq: this.seq }, requestId, error),
     );
   }
 
@@ -465,7 +547,10 @@ export class PrimarySession {
     // The host checks the record before this copy stops (an ack alone is no proof).
     if (f.epoch > this.epoch) return this.onNewerEpoch?.(f.epoch);
     if (f.source !== AckSource.standby || f.epoch !== this.epoch || f.term !== this.term) return;
-    if (this.standbyHost && this.acks.ack(f.seq, this.seq)) this.wake();
+    if (this.standbyHost && this.acks.ack(f.seq, this.seq)) {
+      if (this.traces.size) this.traces.acked(f.seq, this.clock.now());
+      this.wake();
+    }
   }
 
   /**
@@ -551,6 +636,7 @@ export class PrimarySession {
     this.waiters = [];
     this.deferred = [];
     this.held = [];
+    this.traces.clear();
     this.effects.close();
   }
 }

@@ -96,6 +96,7 @@ export class Promotion {
   ): FailoverRecord {
     const { ctx } = this;
     const replica = copy.replica!;
+    const oldEpoch = copy.epoch;
     const epoch = owned.record.epoch;
     const init = {
       actor: replica.actor.name,
@@ -105,6 +106,9 @@ export class Promotion {
       meta: replica.meta,
     };
     const unlogged = replica.unlogged();
+    // When this host saw the verdict (a hand-off has none: it was asked).
+    const old = ctx.membership.hosts.get(from);
+    const declaredAt = old?.record.state === 'dead' ? Math.max(detectedAt, old.since) : detectedAt;
     const rec: FailoverRecord = {
       sid: copy.sid,
       cause,
@@ -113,8 +117,10 @@ export class Promotion {
       epoch,
       seq: init.seq,
       detectedAt,
+      declaredAt,
       promotedAt: ctx.clock.now(),
       replayed: 0,
+      traceId: '',
     };
     const queued: Uint8Array[] = [];
     const handover: { to?: (bytes: Uint8Array) => void } = {};
@@ -134,7 +140,12 @@ export class Promotion {
     copy.replica = undefined;
     copy.moveTo({ type: 'primary', standby: '', term: 0 });
     if (!unlogged) this.coverWithSnapshot(copy, { ...init, meta: init.meta.snapshot() });
-    primary.onNextReply = (at) => (rec.firstReplyAt = at);
+    primary.onNextReply = (at) => {
+      rec.firstReplyAt = at;
+      ctx.failoverTelemetry.firstReplied(rec);
+    };
+    // Opened before the buffered inputs run: the requests among them link to this failover.
+    ctx.failoverTelemetry.begin(rec, replica.actor.name, oldEpoch);
     primary.serve();
     handover.to = (bytes) => primary.onInput(bytes);
     for (const bytes of inputs) primary.onInput(bytes);
@@ -145,6 +156,7 @@ export class Promotion {
     // flusher's next tick: the first replies wait for it.
     primary.log
       .flush()
+      .then(() => (rec.logHandedOverAt ??= ctx.clock.now()))
       .catch((err: unknown) =>
         ctx.onError(new FtmError(`${copy.sid}: first log batch`, { cause: err })),
       );

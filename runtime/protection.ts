@@ -147,11 +147,15 @@ export class Protection {
     const epoch = p.epoch;
     const term = p.term;
     const old = p.standbyHost;
+    // The failover that made this copy primary (if one did) is timed from here.
+    const rec = ctx.history.findLast((f) => f.sid === copy.sid && f.epoch === epoch);
+    if (rec && rec.reprotectedAt === undefined) rec.reprotectStartedAt ??= ctx.clock.now();
     // A new epoch's first batch (its marker and first replies) goes before
     // the new standby's sync: that sync encodes the whole state and would
     // hold the first reply back. Bounded: with the log down, the standby is
     // what the session needs most.
     if (!old && !p.log.marked) await within(ctx.clock, p.log.flush(), firstBatchWaitMs);
+    if (rec && rec.reprotectedAt === undefined) rec.standbySyncStartedAt = ctx.clock.now();
     const standby = await this.attachSomewhere(
       copy.actor,
       copy.sid,
@@ -161,6 +165,7 @@ export class Protection {
       () => !this.stillPrimary(copy, epoch),
     );
     if (!standby) return undefined;
+    if (rec && rec.reprotectedAt === undefined) rec.standbySyncedAt = ctx.clock.now();
     // What the old standby acknowledged is in the log before the record stops naming it.
     if (old) await p.log.flush();
     const r = this.stillPrimary(copy, epoch)
@@ -180,10 +185,10 @@ export class Protection {
     p.setStandby(standby, r.owned.record.term);
     copy.moveTo({ type: 'primary', standby, term: r.owned.record.term });
     // The failover that made this copy primary ends here: two copies again.
-    const rec = ctx.history.findLast((f) => f.sid === copy.sid && f.epoch === epoch);
     if (rec && rec.reprotectedAt === undefined) {
       rec.standby = standby;
       rec.reprotectedAt = ctx.clock.now();
+      ctx.failoverTelemetry.reprotected(rec);
     }
     this.tellNamed(standby, copy.sid, r.owned.revision, r.owned.record.term);
     ctx.trace(

@@ -6,6 +6,7 @@ import type { Transport, TransportSubscription } from './ports.ts';
 import type { SessionDeps } from './session-types.ts';
 import { subjects } from './subjects.ts';
 import { TransitionRunner } from './transition.ts';
+import { Attr, SpanKind, SpanName, type SessionTelemetry } from './telemetry.ts';
 import { SessionMeta, decodeChanges, type MetaSnapshot } from './session-meta.ts';
 import {
   AckSource,
@@ -88,6 +89,7 @@ export class ReplicaSession {
   private readonly onError: (err: FtmError) => void;
   private readonly dropped: (subject: string, err: unknown) => void;
   private readonly suspended: () => boolean;
+  private readonly telemetry: SessionTelemetry;
 
   constructor(
     deps: SessionDeps,
@@ -103,6 +105,7 @@ export class ReplicaSession {
     this.onError = deps.onError;
     this.dropped = deps.dropped;
     this.suspended = deps.suspended;
+    this.telemetry = deps.telemetry;
     this.syncing = init === undefined;
     this.state = init?.state ?? {};
     this.seq = init?.seq ?? 0;
@@ -298,6 +301,24 @@ export class ReplicaSession {
   /** Applies a decoded frame; `bytes` is the frame as received, kept until logged. */
   private apply(f: CommitFrame, bytes: Uint8Array): boolean {
     if (this.stopped) return false;
+    // A sampled transaction's commit: its apply here is a span of the request's trace.
+    const span =
+      f.flags & CommitFlag.traced
+        ? this.telemetry.tracing.childOf(f.traceparent, SpanName.standbyApply, SpanKind.CONSUMER, {
+            [Attr.session]: this.sid,
+            [Attr.seq]: f.seq,
+            [Attr.epoch]: f.epoch,
+          })
+        : undefined;
+    if (span) {
+      const applied = this.applyFrame(f, bytes);
+      this.telemetry.tracing.safely(() => span.end(this.telemetry.tracing.now()));
+      return applied;
+    }
+    return this.applyFrame(f, bytes);
+  }
+
+  private applyFrame(f: CommitFrame, bytes: Uint8Array): boolean {
     let effects;
     try {
       const changes = decodeChanges(this.codec, f.flags, f.patches);

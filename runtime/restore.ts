@@ -97,10 +97,18 @@ export class Restore {
       epoch,
       seq: durable.seq,
       detectedAt,
+      declaredAt: detectedAt,
+      // Its marker was written just now (restore, above): the log is this epoch's.
+      logHandedOverAt: ctx.clock.now(),
       promotedAt: ctx.clock.now(),
       replayed: 0,
+      traceId: '',
     };
-    primary.onNextReply = (at) => (rec.firstReplyAt = at);
+    primary.onNextReply = (at) => {
+      rec.firstReplyAt = at;
+      ctx.failoverTelemetry.firstReplied(rec);
+    };
+    ctx.failoverTelemetry.begin(rec, actorName, judged.epoch);
     primary.serve();
     rec.replayedAt = ctx.clock.now();
     ctx.history.push(rec);

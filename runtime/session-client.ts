@@ -3,6 +3,7 @@ import type { Clock, Random, Transport, TransportSubscription } from './ports.ts
 import { EpochGate, type EpochAuthority } from './epoch-gate.ts';
 import { ClosedError, RequestTimeoutError, errorFromWire, type WireError } from './errors.ts';
 import { subjects } from './subjects.ts';
+import { Attr, SpanName, Tracing, contextOf, parseTraceparent, isSampled } from './telemetry.ts';
 import {
   AckSource,
   CommitFlag,
@@ -49,6 +50,12 @@ type Pending = {
   frame: Uint8Array;
   /** Set once the commit arrived; the reply waits here until its release condition holds. */
   held?: Stamp & { released: boolean; reply: Uint8Array };
+  /** The request's trace context, when sampled: its release is a span of that trace. */
+  trace?: string;
+  /** When the commit arrived (traced requests only). */
+  heldAt?: number;
+  /** The epoch whose arrival made this client send it again (traced requests only). */
+  resentIn?: number;
 };
 
 /** Told of a released event; `to` lists its clients (absent: every client). */
@@ -66,6 +73,8 @@ export type SessionClientDeps = {
   onDropped?: (subject: string, err: unknown) => void;
   /** Told of every reply released, with where it was committed: tests and the simulator check it. */
   onReleased?: (requestId: string, at: { epoch: number; term: number; seq: number }) => void;
+  /** Where release spans of traced requests go (default: a tracer of the global API, errors on stderr). */
+  tracing?: Tracing;
 };
 
 /**
@@ -105,6 +114,7 @@ export class SessionClient {
   private readonly gate: EpochGate;
   private readonly onReleased: SessionClientDeps['onReleased'];
   private readonly epochs: EpochAuthority | undefined;
+  private readonly tracing: Tracing;
 
   constructor(
     deps: SessionClientDeps,
@@ -117,6 +127,9 @@ export class SessionClient {
     this.prefix = deps.random.hex(6);
     this.onReleased = deps.onReleased;
     this.epochs = deps.epochs;
+    this.tracing =
+      deps.tracing ??
+      new Tracing((err) => console.error(`[ftmesh client of ${sid}] ${err.name}: ${err.message}`));
     this.gate = new EpochGate(sid, deps.epochs, (err) =>
       deps.onDropped?.(subjects.output(sid), err),
     );
@@ -137,11 +150,15 @@ export class SessionClient {
    * Sends `type` with `payload`; resolves with the handler's reply once it may
    * be released, rejects with the typed error the session sent back, or with
    * {@link RequestTimeoutError} (retryable: send again with the same requestId).
+   * A sampled W3C `traceparent` travels with the input: the primary's
+   * transaction and the standby's apply join that trace, and the wait for
+   * the release is a span of it (`ftmesh.release`). One not sampled (or not
+   * valid) is not sent.
    */
   request(
     type: string,
     payload?: unknown,
-    opts: { requestId?: string; timeoutMs?: number; sender?: string } = {},
+    opts: { requestId?: string; timeoutMs?: number; sender?: string; traceparent?: string } = {},
   ): Promise<unknown> {
     if (this.closed) return Promise.reject(new ClosedError(`client of ${this.sid} is closed`));
     // Before its first frame, the client takes the epoch the record has now: the
@@ -149,15 +166,19 @@ export class SessionClient {
     // would send this request again (a request whose handler throws would run twice).
     if (this.epoch === 0) this.epoch = this.epochs?.known(this.sid) ?? 0;
     const requestId = opts.requestId ?? `${this.prefix}.${(++this.counter).toString(36)}`;
+    const parent = opts.traceparent ? parseTraceparent(opts.traceparent) : undefined;
+    const trace = parent && isSampled(parent) ? opts.traceparent : undefined;
     return new Promise((resolve, reject) => {
       const body = payload === undefined ? new Uint8Array(0) : this.codec.encode(payload);
-      const frame = encodeInput(requestId, type, body, opts.sender);
-      this.pending.set(requestId, {
+      const frame = encodeInput(requestId, type, body, opts.sender, trace);
+      const pending: Pending = {
         resolve,
         reject,
         deadline: this.clock.now() + (opts.timeoutMs ?? this.defaultTimeoutMs),
         frame,
-      });
+      };
+      if (trace) pending.trace = trace;
+      this.pending.set(requestId, pending);
       this.armSweep();
       this.transport.publish(subjects.input(this.sid), frame);
     });
@@ -188,6 +209,7 @@ export class SessionClient {
       released: (f.flags & CommitFlag.released) !== 0,
       reply: f.reply.slice(),
     };
+    if (p.trace) p.heldAt = this.clock.now();
     if (!this.release(f.requestId, p)) this.held.push(f.requestId);
   }
 
@@ -351,6 +373,7 @@ export class SessionClient {
     for (const [id, p] of this.pending) {
       if ((p.held && p.held.epoch >= epoch) || id === answered) continue;
       p.held = undefined;
+      if (p.trace) p.resentIn = epoch;
       this.resends++;
       this.transport.publish(subjects.input(this.sid), p.frame);
     }
@@ -388,8 +411,27 @@ export class SessionClient {
     if (!h.released && !this.releasable(h)) return false;
     this.pending.delete(id);
     this.onReleased?.(id, h);
+    if (p.trace) this.traceRelease(p, h);
     p.resolve(this.codec.decode(h.reply));
     return true;
+  }
+
+  /** A traced request's reply was released: the wait since its commit arrived is a span of its trace. */
+  private traceRelease(p: Pending, h: Stamp): void {
+    const now = this.clock.now();
+    this.tracing.safely(() => {
+      const parent = contextOf(p.trace!);
+      if (!parent) return;
+      this.tracing.record(SpanName.release, parent, p.heldAt ?? now, now, {
+        [Attr.session]: this.sid,
+        [Attr.epoch]: h.epoch,
+        [Attr.term]: h.term,
+        [Attr.seq]: h.seq,
+        [Attr.consistency]: h.mode,
+        // Sent again because the session moved to a new primary (a failover): its trace says so.
+        ...(p.resentIn === undefined ? {} : { [Attr.resentInEpoch]: p.resentIn }),
+      });
+    });
   }
 
   private armSweep(): void {

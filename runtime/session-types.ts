@@ -2,6 +2,7 @@ import type { ValueCodec } from './codec.ts';
 import type { FtmError } from './errors.ts';
 import type { Clock, Transport } from './ports.ts';
 import type { MetaSnapshot } from './session-meta.ts';
+import type { SessionTelemetry } from './telemetry.ts';
 
 /** What a replica or a restore needs to start from: a state at a seq, with the runtime's meta. */
 export type SessionSnapshot = {
@@ -25,6 +26,8 @@ export type SessionDeps = {
    * hold what they would commit or acknowledge (pause-guard.ts).
    */
   suspended: () => boolean;
+  /** Tracing and the counters the host's metrics read (telemetry.ts). */
+  telemetry: SessionTelemetry;
 };
 
 /** Tuning of a primary; the host passes its options down. */

@@ -8,7 +8,7 @@ export class StandbyAcks {
   /** Highest seq the named standby acknowledged in this epoch. */
   acked: number;
   /** Commits sent and not acknowledged, oldest first. */
-  private readonly unacked: { seq: number; frame: Uint8Array }[] = [];
+  private readonly unacked: { seq: number; frame: Uint8Array; at: number }[] = [];
   private lastSentAt = 0;
   private backoff = 1;
 
@@ -22,7 +22,7 @@ export class StandbyAcks {
   /** A commit went out at `now`; `tracked` when a standby is named (it must acknowledge it). */
   sent(seq: number, frame: Uint8Array, now: number, tracked: boolean): void {
     if (tracked) {
-      this.unacked.push({ seq, frame });
+      this.unacked.push({ seq, frame, at: now });
       // Beyond this the standby fills the gap from the log instead.
       if (this.unacked.length > 4096) this.unacked.shift();
     }
@@ -42,6 +42,11 @@ export class StandbyAcks {
 
   get pending(): boolean {
     return this.unacked.length > 0;
+  }
+
+  /** When the oldest unacknowledged commit went out; undefined when none waits (the replication lag in time). */
+  get oldestSentAt(): number | undefined {
+    return this.unacked[0]?.at;
   }
 
   /** The frames to send again at `now` (none before the silence is long enough), oldest first. */

@@ -6,8 +6,8 @@ import { MalformedFrameError } from './errors.ts';
  * and cut the reply out of a frame without decoding the patches: the
  * gateway strips them, the client never pays for them.
  *
- * Input   [kind=1][flags][u16 idLen][id][u16 typeLen][type]([u16 senderLen][sender])[payload...]
- * Commit  [kind=2][flags][u32 epoch][u32 term][f64 seq][u16 idLen][id][u32 replyLen][reply][patches...]
+ * Input   [kind=1][flags][u16 idLen][id][u16 typeLen][type]([u16 senderLen][sender])([u16 tpLen][traceparent])[payload...]
+ * Commit  [kind=2][flags][u32 epoch][u32 term][f64 seq][u16 idLen][id]([u16 tpLen][traceparent])[u32 replyLen][reply][patches...]
  * Refusal [kind=3][flags][u32 epoch][u32 term][f64 seq][u16 idLen][id][u32 errLen][error]
  * Ack     [kind=4][source][u32 epoch][u32 term][f64 seq]
  * Event   [kind=5][flags][u32 epoch][u32 term][f64 seq][u16 nameLen][name][u32 payloadLen][payload]([u16 len][client id]...)
@@ -15,6 +15,11 @@ import { MalformedFrameError } from './errors.ts';
  *
  * `term` counts the standby changes within an epoch (see PROTOCOL.md): a
  * standby's ack releases only commits of its own term.
+ * The bracketed fields are there only when a flag says so: an input's
+ * `sender` (InputFlag.sender) and `traceparent` (InputFlag.traceparent, a
+ * W3C trace context, sent only when sampled), a commit's `traceparent`
+ * (CommitFlag.traced: the context of its transaction's span, only when
+ * sampled), an event's list of client ids (EventFlag.targeted).
  * Numbers are big-endian. `seq` is a float64 holding a safe integer.
  * A commit's reply and patches, and an input's payload, are encoded by the
  * value codec; the wire layer treats them as opaque bytes.
@@ -39,6 +44,11 @@ export const CommitFlag = {
   released: 1 << 5,
   /** Committed while no standby was named: only the log's ack releases it. */
   unprotected: 1 << 6,
+  /**
+   * A `traceparent` (the transaction's span, sampled) follows the request id.
+   * Commit frames only: on an event frame this bit is {@link EventFlag.targeted}.
+   */
+  traced: 1 << 7,
 } as const;
 
 /** Who acknowledged a seq. */
@@ -53,6 +63,8 @@ export type InputFrame = {
   type: string;
   /** Who sent it (a client id, through a gateway); empty when unnamed. */
   sender: string;
+  /** The W3C trace context it was sent in (sampled); empty when untraced. */
+  traceparent: string;
   payload: Uint8Array;
 };
 
@@ -60,6 +72,8 @@ export type InputFrame = {
 export const InputFlag = {
   /** A sender string follows the type. */
   sender: 1,
+  /** A W3C `traceparent` follows the type (and the sender, when there is one). */
+  traceparent: 2,
 } as const;
 
 /** Commit and event flags beyond those of {@link CommitFlag}. */
@@ -75,6 +89,8 @@ export type CommitFrame = {
   term: number;
   seq: number;
   requestId: string;
+  /** The context of the transaction's span (flag `traced`); empty when untraced. */
+  traceparent: string;
   reply: Uint8Array;
   patches: Uint8Array;
 };
@@ -135,24 +151,30 @@ function idBytes(id: string): Uint8Array {
   return b;
 }
 
-/** Encodes an input frame (a request to a session), from `sender` when given. */
+/**
+ * Encodes an input frame (a request to a session), from `sender` when given,
+ * in the trace context `traceparent` when given (pass one only when sampled).
+ */
 export function encodeInput(
   requestId: string,
   type: string,
   payload: Uint8Array,
   sender = '',
+  traceparent = '',
 ): Uint8Array {
   const id = idBytes(requestId);
   const t = idBytes(type);
   const from = sender ? idBytes(sender) : undefined;
-  const senderBytes = from ? 2 + from.length : 0;
-  const out = new Uint8Array(2 + 2 + id.length + 2 + t.length + senderBytes + payload.length);
+  const tp = traceparent ? idBytes(traceparent) : undefined;
+  const optional = (from ? 2 + from.length : 0) + (tp ? 2 + tp.length : 0);
+  const out = new Uint8Array(2 + 2 + id.length + 2 + t.length + optional + payload.length);
   const view = new DataView(out.buffer);
   out[0] = FrameKind.input;
-  out[1] = from ? InputFlag.sender : 0;
+  out[1] = (from ? InputFlag.sender : 0) | (tp ? InputFlag.traceparent : 0);
   let at = writeString(view, out, 2, id);
   at = writeString(view, out, at, t);
   if (from) at = writeString(view, out, at, from);
+  if (tp) at = writeString(view, out, at, tp);
   out.set(payload, at);
   return out;
 }
@@ -175,13 +197,18 @@ function encodeSequenced(
   requestId: string,
   body: Uint8Array,
   tail: Uint8Array | undefined,
+  trace?: Uint8Array,
 ): Uint8Array {
   const id = idBytes(requestId);
   const tailLength = tail ? tail.length : 0;
-  const out = new Uint8Array(headerBytes + 2 + id.length + 4 + body.length + tailLength);
+  const traceLength = trace ? 2 + trace.length : 0;
+  const out = new Uint8Array(
+    headerBytes + 2 + id.length + traceLength + 4 + body.length + tailLength,
+  );
   const view = new DataView(out.buffer);
   writeHeader(view, out, kind, flags, p);
   let at = writeString(view, out, headerBytes, id);
+  if (trace) at = writeString(view, out, at, trace);
   view.setUint32(at, body.length);
   out.set(body, at + 4);
   at += 4 + body.length;
@@ -189,15 +216,31 @@ function encodeSequenced(
   return out;
 }
 
-/** Encodes a committed transaction: its reply and its patches in one frame. */
+/**
+ * Encodes a committed transaction: its reply and its patches in one frame,
+ * and the context of its transaction's span when `traceparent` is given
+ * (the flag `traced` follows it: set with one, cleared without).
+ */
 export function encodeCommit(
   flags: number,
   p: Position,
   requestId: string,
   reply: Uint8Array,
   patches: Uint8Array,
+  traceparent = '',
 ): Uint8Array {
-  return encodeSequenced(FrameKind.commit, flags, p, requestId, reply, patches);
+  if (!traceparent)
+    return encodeSequenced(
+      FrameKind.commit,
+      flags & ~CommitFlag.traced,
+      p,
+      requestId,
+      reply,
+      patches,
+    );
+  const trace = idBytes(traceparent);
+  const traced = flags | CommitFlag.traced;
+  return encodeSequenced(FrameKind.commit, traced, p, requestId, reply, patches, trace);
 }
 
 /** Encodes a refusal: the request was rolled back (handler threw, unknown type, ...). */
@@ -293,7 +336,8 @@ export function decodeFrame(bytes: Uint8Array): Frame {
     if (!requestId) fail('input without a request id');
     const type = r.read('type');
     const sender = bytes[1]! & InputFlag.sender ? r.read('sender') : '';
-    return { kind, requestId, type, sender, payload: bytes.subarray(r.at) };
+    const traceparent = bytes[1]! & InputFlag.traceparent ? r.read('traceparent') : '';
+    return { kind, requestId, type, sender, traceparent, payload: bytes.subarray(r.at) };
   }
   if (
     kind !== FrameKind.commit &&
@@ -322,6 +366,13 @@ export function decodeFrame(bytes: Uint8Array): Frame {
   let at = headerBytes + 2 + idLength;
   if (at + 4 > bytes.length) fail('truncated request id');
   const requestId = decoder.decode(bytes.subarray(headerBytes + 2, at));
+  let traceparent = '';
+  if (kind === FrameKind.commit && flags & CommitFlag.traced) {
+    const r = new StringReader(bytes, at);
+    traceparent = r.read('traceparent');
+    at = r.at;
+    if (at + 4 > bytes.length) fail('truncated traceparent');
+  }
   const bodyLength = view.getUint32(at);
   at += 4;
   if (at + bodyLength > bytes.length) fail('truncated body');
@@ -340,6 +391,7 @@ export function decodeFrame(bytes: Uint8Array): Frame {
     term,
     seq,
     requestId,
+    traceparent,
     reply: body,
     patches: bytes.subarray(at + bodyLength),
   };
@@ -362,7 +414,8 @@ export function consistencyOf(flags: number): number {
  * gateway strips them, and what the dedup table keeps to answer a repeat.
  */
 export function withoutPatches(frame: CommitFrame, extraFlags = 0): Uint8Array {
-  return encodeCommit(frame.flags | extraFlags, frame, frame.requestId, frame.reply, empty);
+  const { flags, requestId, reply, traceparent } = frame;
+  return encodeCommit(flags | extraFlags, frame, requestId, reply, empty, traceparent);
 }
 
 const empty = new Uint8Array(0);

@@ -8,8 +8,9 @@
 //    gateway/, infra/, cli/ and actors/ (`./x.ts` imports become `./x.js`);
 // 3. what tsc does not emit but the compiled code loads beside itself is copied:
 //    the worker entries and the phi-accrual detector of runtime/ (plain .mjs,
-//    started as worker threads by URL) and the nats-server config templates
-//    infra/nats-config.ts reads;
+//    started as worker threads by URL), the nats-server config templates
+//    infra/nats-config.ts reads, and the dashboard's and demo's pages
+//    (gateway/dashboard/, served by gateway/static-pages.ts);
 // 4. the CLI gets its `#!/usr/bin/env node` line if the source has none;
 // 5. esbuild bundles the client SDK (gateway/client.ts) for browsers.
 import { spawnSync } from 'node:child_process';
@@ -47,6 +48,7 @@ if (compiled.status !== 0) {
 
 await copyMatching('runtime', /\.(mjs|d\.mts)$/, 'dist/runtime');
 await copyMatching('infra/nats', /\.conf$/, 'dist/infra/nats');
+await copyMatching('gateway/dashboard', /\.(html|js|css)$/, 'dist/gateway/dashboard');
 
 const cli = join(dist, 'cli/ftmesh.js');
 const cliText = await readFile(cli, 'utf8');
