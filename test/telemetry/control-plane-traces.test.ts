@@ -17,6 +17,7 @@ import { collectErrors } from '../helpers/errors.ts';
 import { useHosts } from '../helpers/hosts.ts';
 import { useNatsServer } from '../helpers/nats.ts';
 import { until } from '../helpers/until.ts';
+import { failoverChildSpans } from '../helpers/failover-spans.ts';
 
 describe('telemetry: drains and false suspicions are traced too (in-memory exporter)', function () {
   const nats = useNatsServer();
@@ -78,18 +79,7 @@ describe('telemetry: drains and false suspicions are traced too (in-memory expor
       .filter((s) => s.spanContext().traceId === record.traceId && s !== root)
       .map((s) => s.name)
       .sort();
-    assert.deepEqual(
-      children,
-      [
-        SpanName.detect,
-        SpanName.promote,
-        SpanName.logHandover,
-        SpanName.replay,
-        SpanName.firstReply,
-        SpanName.reprotect,
-        SpanName.standbySync,
-      ].sort(),
-    );
+    assert.deepEqual(children, failoverChildSpans);
   });
 
   it('a forged disconnect advisory about a live host is a ftmesh.false-suspicion trace, no failover', async () => {

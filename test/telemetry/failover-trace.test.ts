@@ -33,6 +33,7 @@ import { collectErrors } from '../helpers/errors.ts';
 import { useNatsServer } from '../helpers/nats.ts';
 import { startHostProcesses, stopAll, useProcessesPerTest } from '../helpers/processes.ts';
 import { until } from '../helpers/until.ts';
+import { failoverChildSpans } from '../helpers/failover-spans.ts';
 
 const ms = (t: [number, number]) => t[0] * 1000 + t[1] / 1e6;
 /** Span times go through nanosecond integers: allow for the rounding. */
@@ -175,16 +176,8 @@ describe('telemetry: a failover is one trace (in-memory exporter, new primary in
       assert.ok(!byName.has(s.name), `${s.name} once`);
       byName.set(s.name, s);
     }
-    const names = [
-      SpanName.detect,
-      SpanName.promote,
-      SpanName.logHandover,
-      SpanName.replay,
-      SpanName.firstReply,
-      SpanName.reprotect,
-      SpanName.standbySync,
-    ];
-    assert.deepEqual([...byName.keys()].sort(), [...names].sort());
+    const names = failoverChildSpans;
+    assert.deepEqual([...byName.keys()].sort(), names);
     const child = (name: string) => byName.get(name)!;
     for (const name of names) {
       const s = child(name);

@@ -18,6 +18,7 @@ import {
   type ReceivedSpan,
 } from '../helpers/otlp-receiver.ts';
 import { until } from '../helpers/until.ts';
+import { failoverChildSpans } from '../helpers/failover-spans.ts';
 
 const secret = 'otlp-export-test-secret-0123456789abcdef';
 const hex = (bytes: number) => randomBytes(bytes).toString('hex');
@@ -222,15 +223,7 @@ describe('telemetry: OTLP/HTTP export from gateway and host processes to a recei
         .filter((s) => s !== root)
         .map((s) => s.name)
         .sort(),
-      [
-        SpanName.detect,
-        SpanName.promote,
-        SpanName.logHandover,
-        SpanName.replay,
-        SpanName.firstReply,
-        SpanName.reprotect,
-        SpanName.standbySync,
-      ].sort(),
+      failoverChildSpans,
     );
     for (const s of trace)
       assert.ok(s.start >= root.start - 0.01 && s.end <= root.end + 0.01, s.name);
