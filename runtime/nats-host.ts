@@ -83,7 +83,7 @@ export async function createHost(options: HostOptions): Promise<Host> {
 }
 
 /** How long a crash waits for its answer to reach NATS before it kills the process anyway. */
-const CRASH_FLUSH_MS = 500;
+const CRASH_FLUSH_MS = 2_000;
 
 /**
  * SIGKILL of this process, once what it published (the answer to the crash

@@ -350,7 +350,11 @@ describe('gateway conformance: PROTOCOL.md and the gateway agree', function () {
   });
 
   it('7. connect() to gateways where nothing listens rejects after connectTimeoutMs (5 s) with GatewayUnreachableError naming them', async () => {
-    const urls = [`ws://127.0.0.1:${await closedPort()}`, `ws://127.0.0.1:${await closedPort()}`];
+    // Two different closed ports (the system may hand the same free port out twice).
+    const first = await closedPort();
+    let second = await closedPort();
+    while (second === first) second = await closedPort();
+    const urls = [`ws://127.0.0.1:${first}`, `ws://127.0.0.1:${second}`];
     const started = performance.now();
     const err = await connect(urls, { token: token('ann', 'cf-a') }).then(
       () => assert.fail('connected to nothing'),
