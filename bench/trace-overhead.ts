@@ -33,8 +33,9 @@ import { readFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { DEFAULT_SAMPLER, setupTelemetry, type Telemetry } from '../cli/telemetry.ts';
 import { startNatsServer } from '../infra/index.ts';
-import { createHost, defineActor, traceparentOf, type Host } from '../runtime/index.ts';
+import { createHost, traceparentOf, type Host } from '../runtime/index.ts';
 import { startMesh, throughput } from './gateway.ts';
+import { benchActors } from './gateway-actors.ts';
 import { startOtlpSink, type OtlpSink } from './otlp-sink.ts';
 import { columns, stats, timeEach, type Stats } from './stats.ts';
 
@@ -221,18 +222,8 @@ export async function replicationTraceOverhead(quick: boolean): Promise<TraceOve
   const window = 256;
   const server = await startNatsServer();
   const sink = await startOtlpSink();
-  const actor = defineActor({
-    name: 'bench-trace',
-    consistency: 'standby',
-    initialState: { n: 0, last: '' },
-    handlers: {
-      inc(s, tag: string) {
-        s.n += 1;
-        s.last = tag;
-        return s.n;
-      },
-    },
-  });
+  // The gateway benchmark's standby actor: the same transaction on both paths.
+  const actor = benchActors.find((a) => a.consistency === 'standby')!;
   const s = samples();
   let rootSpanUs: number;
   try {
